@@ -1,0 +1,88 @@
+/// Per-buffer driver bookkeeping, kept in private memory the device cannot reach.
+@usableFromInline
+struct SlotState {
+    /// Free-list / chain link (split: shadow of desc.next; packed: free buffer-id list).
+    @usableFromInline var next: UInt16
+    /// Ring descriptors the buffer occupies while in flight; 0 when not in flight.
+    @usableFromInline var count: UInt16
+    /// Total device-writable bytes of the buffer.
+    @usableFromInline var writable: UInt32
+}
+
+/// The driver side of a virtqueue, either layout. Conformers are `~Copyable` and
+/// every requirement is meant to be called through a specialised generic.
+public protocol DriverRing: ~Copyable {
+    var queueSize: Int { get }
+    /// Ring descriptors free for new buffers.
+    var freeDescriptors: Int { get }
+    /// Buffers made available and not yet returned.
+    var buffersInFlight: Int { get }
+    /// Set once the device broke a rule; every later call throws `.broken`.
+    var violation: RingViolation? { get }
+    /// Makes a buffer of device-readable then device-writable elements available; returns its token.
+    mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>) throws(RingError) -> UInt16
+    /// Fast path for a one-element buffer.
+    mutating func add(_ element: BufferElement, deviceWritable: Bool) throws(RingError) -> UInt16
+    /// Next used buffer, or nil when the device has returned nothing new.
+    mutating func pollUsed() throws(RingError) -> UsedBuffer?
+    /// After adds: whether the device asked to be notified of them (full barrier inside).
+    mutating func needsNotification() -> Bool
+    /// The 32-bit value to write with VIRTIO_F_NOTIFICATION_DATA (feature 38).
+    func notificationData(queueIndex: UInt16) -> UInt32
+    mutating func disableUsedNotifications()
+    /// Asks for a used-buffer notification; returns true when used buffers are already pending.
+    mutating func enableUsedNotifications() -> Bool
+    /// Asks for a notification after about 3/4 of the buffers in flight; true when that many are already used.
+    mutating func enableUsedNotificationsDelayed() -> Bool
+    /// Where the driver stands (next available, next used, wrap counters).
+    var position: RingPosition { get }
+}
+
+extension DriverRing where Self: ~Copyable {
+    /// Convenience for arrays (allocates nothing; the spans borrow the arrays).
+    public mutating func add(readable: [BufferElement], writable: [BufferElement]) throws(RingError) -> UInt16 {
+        try add(readable: readable.span, writable: writable.span)
+    }
+}
+
+/// Sums a buffer's element lengths and checks the chain limits shared by both layouts.
+@inlinable
+func measureBuffer(readable: borrowing Span<BufferElement>, writable: borrowing Span<BufferElement>) throws(RingError) -> UInt32 {
+    let total = readable.count + writable.count
+    guard total > 0 else { throw .invalidBuffer("a buffer needs at least one element") }
+    var readBytes: UInt64 = 0
+    var writeBytes: UInt64 = 0
+    for i in readable.indices { readBytes &+= UInt64(readable[i].length) }
+    for i in writable.indices { writeBytes &+= UInt64(writable[i].length) }
+    // Split: "the total length of a chain MUST NOT exceed 2^32"; the used length is a u32.
+    guard readBytes &+ writeBytes <= 1 << 32, writeBytes <= UInt64(UInt32.max) else {
+        throw .invalidBuffer("buffer totals more than 2^32 bytes")
+    }
+    return UInt32(truncatingIfNeeded: writeBytes)
+}
+
+/// Writes an indirect table for a buffer. Split tables chain with next = 1, 2, ...
+/// (in-order requires it); packed tables are sequential and carry only WRITE.
+@inlinable
+func writeIndirectTable(_ table: UnsafeMutableRawPointer, readable: borrowing Span<BufferElement>,
+                        writable: borrowing Span<BufferElement>, chained: Bool) {
+    let total = readable.count + writable.count
+    var k = 0
+    while k < total {
+        let isWritable = k >= readable.count
+        let e = isWritable ? writable[k - readable.count] : readable[k]
+        let d = table + k * 16
+        d.storeLE(e.address, at: 0)
+        d.storeLE(e.length, at: 8)
+        var flags: UInt16 = isWritable ? DescriptorFlags.write : 0
+        if chained {
+            if k + 1 < total { flags |= DescriptorFlags.next }
+            d.storeLE(flags, at: 12)
+            d.storeLE(UInt16(truncatingIfNeeded: k + 1), at: 14)
+        } else {
+            d.storeLE(UInt16(0), at: 12)  // Buffer ID: reserved and ignored in a table
+            d.storeLE(flags, at: 14)
+        }
+        k += 1
+    }
+}

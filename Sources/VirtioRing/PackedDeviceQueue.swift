@@ -1,0 +1,174 @@
+/// The device side of a packed virtqueue: reads available descriptors, validates
+/// them, and writes used descriptors.
+public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
+    public let queueSize: Int
+    public let features: RingFeatures
+    @usableFromInline let size16: UInt16
+    @usableFromInline let desc: UnsafeMutableRawPointer
+    /// Driver Event Suppression (read here: controls used-buffer notifications).
+    @usableFromInline let driverEvent: UnsafeMutableRawPointer
+    /// Device Event Suppression (written here: controls available-buffer notifications).
+    @usableFromInline let deviceEvent: UnsafeMutableRawPointer
+    @usableFromInline let memory: Memory
+
+    @usableFromInline var nextAvail: UInt16
+    /// The Driver Ring Wrap Counter as the device tracks it.
+    @usableFromInline var availWrap: Bool
+    @usableFromInline var nextUsed: UInt16
+    /// Device Ring Wrap Counter.
+    @usableFromInline var usedWrap: Bool
+    /// Descriptors marked used since the last interrupt decision.
+    @usableFromInline var usedSinceSignal: Int = 0
+    public private(set) var violation: RingViolation?
+
+    public init(layout: PackedLayout, descriptors: UnsafeMutableRawPointer, driverArea: UnsafeMutableRawPointer,
+                deviceArea: UnsafeMutableRawPointer, memory: Memory, features: RingFeatures, resuming: RingPosition? = nil) {
+        queueSize = layout.queueSize
+        size16 = UInt16(truncatingIfNeeded: layout.queueSize)
+        self.features = features
+        desc = descriptors
+        driverEvent = driverArea
+        deviceEvent = deviceArea
+        self.memory = memory
+        let start = resuming ?? RingPosition(packed: 0, availWrap: true, nextUsed: 0, usedWrap: true)
+        nextAvail = start.nextAvail
+        availWrap = start.availWrap
+        nextUsed = start.nextUsed
+        usedWrap = start.usedWrap
+    }
+
+    public init(layout: PackedLayout, memory ring: UnsafeMutableRawPointer, deviceMemory: Memory, features: RingFeatures,
+                resuming: RingPosition? = nil) {
+        self.init(layout: layout, descriptors: ring + layout.descriptorOffset, driverArea: ring + layout.driverEventOffset,
+                  deviceArea: ring + layout.deviceEventOffset, memory: deviceMemory, features: features, resuming: resuming)
+    }
+
+    /// Available: AVAIL equals the Driver Ring Wrap Counter and USED does not.
+    @inlinable @inline(__always)
+    static func isAvailable(_ flags: UInt16, wrap: Bool) -> Bool {
+        (flags & DescriptorFlags.avail != 0) == wrap && (flags & DescriptorFlags.used != 0) != wrap
+    }
+
+    @inlinable
+    public mutating func popAvailable(into elements: UnsafeMutableBufferPointer<ChainElement>) throws(RingError) -> AvailableChain? {
+        if let v = violation { throw .broken(v) }
+        // Acquire: the rest of the chain is read only after the head flags that publish it.
+        let headFlags = desc.loadAcquire16(at: Int(nextAvail) &* 16 &+ 14)
+        guard Self.isAvailable(headFlags, wrap: availWrap) else { return nil }
+        var collector = ChainCollector(elements)
+        var pos = nextAvail
+        var wrap = availWrap
+        var flags = headFlags
+        var descriptors = 0
+        var id: UInt16 = 0
+        while true {
+            descriptors &+= 1
+            guard descriptors <= queueSize else { throw breakQueue(.chainTooLong(limit: queueSize)) }
+            let d = desc + Int(pos) &* 16
+            if descriptors > 1 {
+                flags = d.loadLE(at: 14, as: UInt16.self)
+                guard Self.isAvailable(flags, wrap: wrap) else {
+                    throw breakQueue(.chainDescriptorNotAvailable(position: pos, flags: flags))
+                }
+            }
+            let address = d.loadLE(at: 0, as: UInt64.self)
+            let length = d.loadLE(at: 8, as: UInt32.self)
+            id = d.loadLE(at: 12, as: UInt16.self)  // Buffer ID: the last descriptor's counts
+            if flags & DescriptorFlags.indirect != 0 {
+                guard features.indirect else { throw breakQueue(.indirectNotNegotiated(position: pos)) }
+                guard descriptors == 1, flags & DescriptorFlags.next == 0 else {
+                    throw breakQueue(.indirectInChain(position: pos))
+                }
+                if let v = collector.appendIndirect(table: address, length: length, memory: memory, split: false) {
+                    throw breakQueue(v)
+                }
+            } else if let v = collector.append(address: address, length: length,
+                                               writable: flags & DescriptorFlags.write != 0, position: pos) {
+                throw breakQueue(v)
+            }
+            pos &+= 1
+            if pos == size16 { pos = 0; wrap.toggle() }
+            if flags & DescriptorFlags.next == 0 { break }
+        }
+        nextAvail = pos
+        availWrap = wrap
+        return collector.chain(id: id, ringDescriptors: UInt16(truncatingIfNeeded: descriptors))
+    }
+
+    @inlinable
+    public mutating func pushUsed(id: UInt16, length: UInt32, ringDescriptors: UInt16) {
+        pushUsedBatch(lastID: id, length: length, buffers: 1, ringDescriptors: ringDescriptors)
+    }
+
+    /// Packed in-order: one used descriptor with the last buffer's id, written over the
+    /// first descriptor of the batch; the position skips every descriptor of the batch.
+    @inlinable
+    public mutating func pushUsedBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16) {
+        let d = desc + Int(nextUsed) &* 16
+        d.storeLE(lastID, at: 12)
+        d.storeLE(length, at: 8)
+        var flags: UInt16 = usedWrap ? DescriptorFlags.avail | DescriptorFlags.used : 0
+        if length > 0 { flags |= DescriptorFlags.write }
+        // id and len must be visible before the flags that mark the descriptor used.
+        d.storeRelease16(flags, at: 14)
+        var pos = Int(nextUsed) &+ Int(ringDescriptors)
+        while pos >= queueSize { pos &-= queueSize; usedWrap.toggle() }
+        nextUsed = UInt16(truncatingIfNeeded: pos)
+        usedSinceSignal &+= Int(ringDescriptors)
+    }
+
+    /// Writes a used descriptor with raw flags (hostile-device tests).
+    public mutating func pushRawUsed(id: UInt16, length: UInt32, flags: UInt16, advance: UInt16) {
+        let d = desc + Int(nextUsed) &* 16
+        d.storeLE(id, at: 12)
+        d.storeLE(length, at: 8)
+        d.storeRelease16(flags, at: 14)
+        var pos = Int(nextUsed) &+ Int(advance)
+        while pos >= queueSize { pos &-= queueSize; usedWrap.toggle() }
+        nextUsed = UInt16(truncatingIfNeeded: pos)
+    }
+
+    @inlinable
+    public mutating func needsInterrupt() -> Bool {
+        let added = usedSinceSignal
+        usedSinceSignal = 0
+        guard added > 0 else { return false }
+        // Full barrier between marking descriptors used and reading the Driver Event Suppression.
+        fullBarrier()
+        let snapshot = driverEvent.loadRelaxed32(at: 0)
+        let flags = UInt16(truncatingIfNeeded: snapshot >> 16) & 0x3
+        guard features.eventIndex, flags == PackedEventFlags.desc else {
+            return flags != PackedEventFlags.disable
+        }
+        if added >= queueSize { return true }
+        let offWrap = UInt16(truncatingIfNeeded: snapshot)
+        var event = offWrap & 0x7fff
+        if (offWrap & 0x8000 != 0) != usedWrap { event &-= size16 }
+        return vringNeedEvent(event: event, new: nextUsed, old: nextUsed &- UInt16(truncatingIfNeeded: added))
+    }
+
+    public mutating func disableAvailNotifications() {
+        deviceEvent.storeRelaxed16(PackedEventFlags.disable, at: 2)
+    }
+
+    public mutating func enableAvailNotifications() -> Bool {
+        if features.eventIndex {
+            deviceEvent.storeRelaxed16(nextAvail | (availWrap ? 0x8000 : 0), at: 0)
+            deviceEvent.storeRelease16(PackedEventFlags.desc, at: 2)
+        } else {
+            deviceEvent.storeRelease16(PackedEventFlags.enable, at: 2)
+        }
+        fullBarrier()
+        return Self.isAvailable(desc.loadAcquire16(at: Int(nextAvail) &* 16 &+ 14), wrap: availWrap)
+    }
+
+    @usableFromInline
+    mutating func breakQueue(_ v: RingViolation) -> RingError {
+        violation = v
+        return .broken(v)
+    }
+
+    public var position: RingPosition {
+        RingPosition(packed: nextAvail, availWrap: availWrap, nextUsed: nextUsed, usedWrap: usedWrap)
+    }
+}

@@ -1,0 +1,78 @@
+import Synchronization
+
+// Accessors for ring memory that the other side writes concurrently.
+//
+// Every multi-byte ring field is little-endian on the wire (virtio 1.x). The
+// conversions below are free on x86-64 and arm64 but keep the code honest.
+// Atomics are used for the fields the spec orders with barriers (indices,
+// packed flags, event suppression); plain loads and stores are used for
+// payload fields that are ordered by those atomics.
+
+@usableFromInline
+typealias SharedU16 = Atomic<UInt16>
+@usableFromInline
+typealias SharedU32 = Atomic<UInt32>
+
+extension UnsafeMutableRawPointer {
+    /// Acquire load of a little-endian u16 written by the other side.
+    @inlinable @inline(__always)
+    func loadAcquire16(at offset: Int) -> UInt16 {
+        let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        return UInt16(littleEndian: p.pointee.load(ordering: .acquiring))
+    }
+
+    /// Relaxed load of a little-endian u16 (ordered by a surrounding fence).
+    @inlinable @inline(__always)
+    func loadRelaxed16(at offset: Int) -> UInt16 {
+        let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        return UInt16(littleEndian: p.pointee.load(ordering: .relaxed))
+    }
+
+    /// Relaxed load of a little-endian u32 (ordered by a surrounding fence).
+    @inlinable @inline(__always)
+    func loadRelaxed32(at offset: Int) -> UInt32 {
+        let p = UnsafePointer<SharedU32>((self + offset).assumingMemoryBound(to: SharedU32.self))
+        return UInt32(littleEndian: p.pointee.load(ordering: .relaxed))
+    }
+
+    /// Release store of a little-endian u16 the other side will acquire.
+    @inlinable @inline(__always)
+    func storeRelease16(_ value: UInt16, at offset: Int) {
+        let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        p.pointee.store(value.littleEndian, ordering: .releasing)
+    }
+
+    /// Relaxed store of a little-endian u16 (ordered by a surrounding fence).
+    @inlinable @inline(__always)
+    func storeRelaxed16(_ value: UInt16, at offset: Int) {
+        let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        p.pointee.store(value.littleEndian, ordering: .relaxed)
+    }
+
+    /// Plain little-endian field accessors for payload that an acquire/release pair orders.
+    @inlinable @inline(__always)
+    func loadLE<T: FixedWidthInteger>(at offset: Int, as: T.Type) -> T {
+        T(littleEndian: self.loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    @inlinable @inline(__always)
+    func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        self.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+}
+
+/// Full barrier (virtio_mb): orders our earlier stores before our later loads.
+/// The spec requires it between publishing buffers and reading the other
+/// side's event-suppression fields; release/acquire alone does not order
+/// store-then-load.
+@inlinable @inline(__always)
+func fullBarrier() {
+    atomicMemoryFence(ordering: .sequentiallyConsistent)
+}
+
+/// `vring_need_event`: true when moving an index from `old` to `new` passes `event`.
+/// All arithmetic is modulo 2^16, as in the spec.
+@inlinable @inline(__always)
+public func vringNeedEvent(event: UInt16, new: UInt16, old: UInt16) -> Bool {
+    (new &- event &- 1) < (new &- old)
+}
