@@ -1,1 +1,6 @@
-
+#ifndef MALLOCCOUNT_H
+#define MALLOCCOUNT_H
+#include <stdint.h>
+/* Heap allocations (malloc, calloc, realloc, aligned_alloc, posix_memalign, memalign) since start. */
+uint64_t mc_count(void);
+#endif

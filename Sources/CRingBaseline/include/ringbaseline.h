@@ -1,0 +1,11 @@
+#ifndef RINGBASELINE_H
+#define RINGBASELINE_H
+#include <stdint.h>
+
+/* The C baseline for ring-bench: the same split and packed algorithms as VirtioRing
+ * (driver add/poll with the same hardening checks, device pop/push with the same
+ * validation), one-descriptor buffers, run on two pinned threads. Returns ns/buffer,
+ * or a negative value on a ring error. */
+double rb_run(int packed, int in_order, int queue_size, long buffers, int driver_cpu, int device_cpu);
+
+#endif
