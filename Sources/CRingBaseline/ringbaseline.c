@@ -14,6 +14,8 @@
 #define F_USED (1 << 15)
 
 typedef struct { uint16_t next, count; uint32_t writable; } slot_t;
+typedef struct { uint64_t addr; uint32_t len; uint8_t writable; } elem_t;
+#define MAX_CHAIN 4
 
 static inline uint16_t ld16_acq(void *p) { return __atomic_load_n((uint16_t *)p, __ATOMIC_ACQUIRE); }
 static inline void st16_rel(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
@@ -95,7 +97,7 @@ typedef struct {
 } sdev;
 
 /* Pops one chain; returns its head, -1 for none, -2 for a driver error. */
-static inline int sdev_pop(sdev *q, uint64_t *wlen) {
+static inline int sdev_pop(sdev *q, elem_t *out, uint64_t *wlen) {
     if (q->last_avail == q->avail_seen) {
         uint16_t idx = ld16_acq(q->avail + 2);
         if (idx == q->last_avail) return -1;
@@ -111,6 +113,8 @@ static inline int sdev_pop(sdev *q, uint64_t *wlen) {
         uint8_t *d = q->desc + (size_t)i * 16;
         uint32_t len = *(uint32_t *)(d + 8); uint16_t flags = *(uint16_t *)(d + 12);
         if (flags & F_INDIRECT) return -2;
+        if (count > MAX_CHAIN) return -2;
+        out[count - 1] = (elem_t){ *(uint64_t *)d, len, (flags & F_WRITE) != 0 };
         if (flags & F_WRITE) w += len; else { if (readable != count - 1) return -2; readable++; }
         total += len; if (total > (1ull << 32)) return -2;
         if (!(flags & F_NEXT)) break;
@@ -207,7 +211,7 @@ typedef struct {
 static inline int pavailable(uint16_t f, int wrap) { return ((f & F_AVAIL) != 0) == wrap && ((f & F_USED) != 0) != wrap; }
 
 /* Pops one chain; returns its buffer id, -1 for none, -2 for a driver error. */
-static inline int pdev_pop(pdev *q, uint64_t *wlen, uint16_t *descs) {
+static inline int pdev_pop(pdev *q, elem_t *out, uint64_t *wlen, uint16_t *descs) {
     uint16_t flags = ld16_acq(q->desc + (size_t)q->next_avail * 16 + 14);
     if (!pavailable(flags, q->avail_wrap)) return -1;
     uint16_t pos = q->next_avail, id = 0; int wrap = q->avail_wrap, count = 0, readable = 0;
@@ -219,6 +223,8 @@ static inline int pdev_pop(pdev *q, uint64_t *wlen, uint16_t *descs) {
         uint32_t len = *(uint32_t *)(d + 8);
         id = *(uint16_t *)(d + 12);
         if (flags & F_INDIRECT) return -2;
+        if (count > MAX_CHAIN) return -2;
+        out[count - 1] = (elem_t){ *(uint64_t *)d, len, (flags & F_WRITE) != 0 };
         if (flags & F_WRITE) w += len; else { if (readable != count - 1) return -2; readable++; }
         total += len; if (total > (1ull << 32)) return -2;
         if (++pos == q->n) { pos = 0; wrap ^= 1; }
@@ -304,14 +310,14 @@ static void *device_main(void *arg) {
     run_t *r = arg;
     pin(r->device_cpu);
     while (!atomic_load(&r->ready)) {}
-    long done = 0, interrupts = 0; uint64_t w; uint16_t descs;
+    long done = 0, interrupts = 0; uint64_t w; uint16_t descs; elem_t scratch[MAX_CHAIN];
     if (r->packed) {
         pdev q = { .n = r->n, .desc = r->ring, .drv_event = r->ring + 16 * r->n, .dev_event = r->ring + 16 * r->n + 4,
                    .avail_wrap = 1, .used_wrap = 1 };
         st16_rel(q.dev_event + 2, 1); /* poll mode: available-buffer notifications off */
         while (done < r->buffers && !atomic_load_explicit(&r->failed, memory_order_relaxed)) {
             int id;
-            while ((id = pdev_pop(&q, &w, &descs)) >= 0) { pdev_push(&q, (uint16_t)id, (uint32_t)w, descs); done++; }
+            while ((id = pdev_pop(&q, scratch, &w, &descs)) >= 0) { pdev_push(&q, (uint16_t)id, (uint32_t)w, descs); done++; }
             if (id == -2) { atomic_store(&r->failed, 1); break; }
             interrupts += pdev_interrupt(&q);
         }
@@ -321,7 +327,7 @@ static void *device_main(void *arg) {
         st16_rel(q.used, 1); /* poll mode: VRING_USED_F_NO_NOTIFY */
         while (done < r->buffers && !atomic_load_explicit(&r->failed, memory_order_relaxed)) {
             int id;
-            while ((id = sdev_pop(&q, &w)) >= 0) { sdev_push(&q, (uint16_t)id, (uint32_t)w); done++; }
+            while ((id = sdev_pop(&q, scratch, &w)) >= 0) { sdev_push(&q, (uint16_t)id, (uint32_t)w); done++; }
             if (id == -2) { atomic_store(&r->failed, 1); break; }
             interrupts += sdev_interrupt(&q);
         }

@@ -49,7 +49,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         (flags & DescriptorFlags.avail != 0) == wrap && (flags & DescriptorFlags.used != 0) != wrap
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func popAvailable(into elements: UnsafeMutableBufferPointer<ChainElement>) throws(RingError) -> AvailableChain? {
         if let v = violation { throw .broken(v) }
         // Acquire: the rest of the chain is read only after the head flags that publish it.
@@ -95,14 +95,14 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         return collector.chain(id: id, ringDescriptors: UInt16(truncatingIfNeeded: descriptors))
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pushUsed(id: UInt16, length: UInt32, ringDescriptors: UInt16) {
         pushUsedBatch(lastID: id, length: length, buffers: 1, ringDescriptors: ringDescriptors)
     }
 
     /// Packed in-order: one used descriptor with the last buffer's id, written over the
     /// first descriptor of the batch; the position skips every descriptor of the batch.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pushUsedBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16) {
         let d = desc + Int(nextUsed) &* 16
         d.storeLE(lastID, at: 12)
@@ -128,7 +128,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         nextUsed = UInt16(truncatingIfNeeded: pos)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func needsInterrupt() -> Bool {
         let added = usedSinceSignal
         usedSinceSignal = 0

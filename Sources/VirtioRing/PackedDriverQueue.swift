@@ -175,7 +175,7 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
 
     // MARK: notifications
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func needsNotification() -> Bool {
         let added = addedSinceNotify
         addedSinceNotify = 0
@@ -239,7 +239,7 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
 
     // MARK: used buffers
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pollUsed() throws(RingError) -> UsedBuffer? {
         if let v = violation { throw .broken(v) }
         if batchPending { return retireBatchMember() }

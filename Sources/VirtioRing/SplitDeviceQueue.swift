@@ -44,7 +44,7 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
                   deviceArea: ring + layout.usedOffset, memory: deviceMemory, features: features, resuming: resuming)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func popAvailable(into elements: UnsafeMutableBufferPointer<ChainElement>) throws(RingError) -> AvailableChain? {
         if let v = violation { throw .broken(v) }
         if lastAvailIdx == availIdxSeen {
@@ -89,13 +89,13 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         return collector.chain(id: head, ringDescriptors: UInt16(truncatingIfNeeded: descriptors))
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pushUsed(id: UInt16, length: UInt32, ringDescriptors: UInt16) {
         pushUsedBatch(lastID: id, length: length, buffers: 1, ringDescriptors: ringDescriptors)
     }
 
     /// Split in-order: one entry with the last buffer's head, at the offset of the first; idx += buffers.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pushUsedBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16) {
         let entry = used + (4 &+ Int(usedIdx & mask) &* 8)
         entry.storeLE(UInt32(lastID), at: 0)
@@ -114,7 +114,7 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         used.storeRelease16(usedIdx, at: 2)
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func needsInterrupt() -> Bool {
         let old = signalledIdx
         let new = usedIdx

@@ -152,7 +152,7 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
 
     // MARK: notifications
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func needsNotification() -> Bool {
         let old = notifiedIdx
         let new = availIdx
@@ -205,7 +205,7 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
 
     // MARK: used buffers
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func pollUsed() throws(RingError) -> UsedBuffer? {
         if let v = violation { throw .broken(v) }
         if batchPending { return retireBatchMember() }

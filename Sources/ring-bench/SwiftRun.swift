@@ -80,7 +80,8 @@ func drive<D: DriverRing & ~Copyable>(_ q: inout D, buffers: Int, state: RunStat
     var allocationsAtWarmup: UInt64 = 0
     let element = BufferElement(address: 0x1_0000_0000, length: 64)
     while got < buffers {
-        while sent < buffers, (try? q.add(element, deviceWritable: true)) != nil { sent &+= 1 }
+        // Check for room first (as DPDK callers do); a throw per fill would hit the runtime's willThrow hook.
+        while sent < buffers, q.freeDescriptors > 0, (try? q.add(element, deviceWritable: true)) != nil { sent &+= 1 }
         if q.needsNotification() { notifies &+= 1 }
         do {
             while try q.pollUsed() != nil {

@@ -1,0 +1,23 @@
+import ArgumentParser
+
+/// The one CLI. Until the driver exists (issue 3) it has the ring demo only.
+@main
+struct VirtioCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtioctl",
+        abstract: "Userspace virtio driver control.",
+        subcommands: [Demo.self])
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case normal, json
+}
+
+enum RingLayoutChoice: String, ExpressibleByArgument, CaseIterable {
+    case packed, split
+}
+
+enum OnOff: String, ExpressibleByArgument, CaseIterable {
+    case on, off
+    var isOn: Bool { self == .on }
+}
