@@ -111,9 +111,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         if length > 0 { flags |= DescriptorFlags.write }
         // id and len must be visible before the flags that mark the descriptor used.
         d.storeRelease16(flags, at: 14)
-        var pos = Int(nextUsed) &+ Int(ringDescriptors)
-        while pos >= queueSize { pos &-= queueSize; usedWrap.toggle() }
-        nextUsed = UInt16(truncatingIfNeeded: pos)
+        advanceUsed(by: ringDescriptors)
         usedSinceSignal &+= Int(ringDescriptors)
     }
 
@@ -123,7 +121,13 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         d.storeLE(id, at: 12)
         d.storeLE(length, at: 8)
         d.storeRelease16(flags, at: 14)
-        var pos = Int(nextUsed) &+ Int(advance)
+        advanceUsed(by: advance)
+    }
+
+    /// Moves the used position past `descriptors`, toggling the Device Ring Wrap Counter at each pass of the end.
+    @inlinable @inline(__always)
+    mutating func advanceUsed(by descriptors: UInt16) {
+        var pos = Int(nextUsed) &+ Int(descriptors)
         while pos >= queueSize { pos &-= queueSize; usedWrap.toggle() }
         nextUsed = UInt16(truncatingIfNeeded: pos)
     }

@@ -60,6 +60,13 @@ public struct IndirectPool: @unchecked Sendable {
     }
     /// Bytes needed for a queue of `queueSize` buffers.
     public static func size(queueSize: Int, maxElements: Int) -> Int { queueSize * maxElements * 16 }
+
+    /// What a driver queue keeps of a pool: its tables only when INDIRECT is negotiated and a
+    /// table can hold more than one element; otherwise none (max 0 turns indirect off).
+    static func tables(_ pool: IndirectPool?, features: RingFeatures) -> (UnsafeMutableRawPointer?, UInt64, Int) {
+        guard features.indirect, let pool, pool.maxElements > 1 else { return (nil, 0, 0) }
+        return (pool.area.pointer, pool.area.deviceAddress, pool.maxElements)
+    }
 }
 
 /// A device-readable/-writable element the device side took from a chain.

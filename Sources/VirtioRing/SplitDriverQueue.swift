@@ -53,15 +53,7 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
             slots[i] = SlotState(next: UInt16(truncatingIfNeeded: (i + 1) & (n - 1)), count: 0, writable: 0)
         }
         numFree = n
-        if features.indirect, let pool = indirect, pool.maxElements > 1 {
-            indirectTables = pool.area.pointer
-            indirectBase = pool.area.deviceAddress
-            indirectMax = pool.maxElements
-        } else {
-            indirectTables = nil
-            indirectBase = 0
-            indirectMax = 0
-        }
+        (indirectTables, indirectBase, indirectMax) = IndirectPool.tables(indirect, features: features)
     }
 
     /// Convenience over one contiguous block at `SplitLayout` offsets.
