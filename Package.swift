@@ -6,25 +6,46 @@ let package = Package(
     platforms: [.macOS(.v15)],  // Synchronization.Atomic; no effect on Linux
     products: [
         .library(name: "VirtioRing", targets: ["VirtioRing"]),
+        .library(name: "VirtioCore", targets: ["VirtioCore"]),
+        .library(name: "VirtioPCI", targets: ["VirtioPCI"]),
+        .library(name: "VirtioDrivers", targets: ["VirtioDrivers"]),
+        .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
         .executable(name: "virtioctl", targets: ["virtioctl"]),
         .executable(name: "ring-bench", targets: ["ring-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", exact: "1.8.1"),
         .package(url: "https://github.com/x-sheep/swift-property-based", exact: "2.0.1"),
     ],
     targets: [
         // Split and packed rings, driver side and device side. Stdlib + Synchronization only.
         .target(name: "VirtioRing"),
-        // Thin C helpers for what Swift cannot do (thread affinity for now).
+        // Thin C helpers for what Swift cannot do (affinity, volatile MMIO, eventfd).
         .target(name: "CShim"),
+        // Feature bits and policy, status machine, VirtioTransport, initialisation, virtqueue handles.
+        .target(name: "VirtioCore",
+                dependencies: ["VirtioRing", .product(name: "Logging", package: "swift-log")]),
+        // The modern virtio PCI transport over the PCIFunction seam.
+        .target(name: "VirtioPCI",
+                dependencies: ["VirtioCore", "VirtioRing", "CShim", .product(name: "Logging", package: "swift-log")]),
+        // Device drivers over VirtioCore: block.
+        .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
+        // In-process software virtio PCI functions (blk personality) for tests and demos.
+        .target(name: "VirtioSoftDevice",
+                dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "CShim",
+                               .product(name: "SystemPackage", package: "swift-system")]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
-        // malloc interposer: linked into ring-bench only, counts heap allocations.
+        // malloc interposer: counts heap allocations (process-wide and per thread).
         .target(name: "CMallocCount"),
         .executableTarget(
             name: "virtioctl",
-            dependencies: ["VirtioRing", "CShim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "CShim",
+                           "CMallocCount",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "ring-bench",
             dependencies: ["VirtioRing", "CShim", "CRingBaseline", "CMallocCount",
@@ -32,6 +53,10 @@ let package = Package(
         .testTarget(
             name: "VirtioRingTests",
             dependencies: ["VirtioRing", "CShim", .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(
+            name: "VirtioDriverTests",
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "CShim",
+                           "CMallocCount"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -15,3 +15,9 @@ int cshim_allowed_cpus(void) {
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
     return CPU_COUNT(&set);
 }
+
+#include <sys/eventfd.h>
+
+int cshim_eventfd(unsigned int initval, int nonblocking) {
+    return eventfd(initval, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
+}

@@ -1,0 +1,45 @@
+/// Which features the driver accepts: a default set, what the device-type driver understands,
+/// and the user's overrides (bits forced off, bits required).
+public struct FeaturePolicy: Sendable, Equatable {
+    /// Device-independent bits accepted when offered (ADMIN_VQ only where an admin queue exists).
+    public static let defaultAccepted: FeatureSet = [
+        VirtioFeature.version1, VirtioFeature.accessPlatform, VirtioFeature.orderPlatform, VirtioFeature.ringPacked,
+        VirtioFeature.inOrder, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.notificationData,
+        VirtioFeature.notifConfigData, VirtioFeature.ringReset, VirtioFeature.adminVQ,
+    ]
+
+    /// Bits never accepted, even when offered and understood.
+    public var forcedOff: FeatureSet
+    /// Bits that must be negotiated; attach fails when one is not offered.
+    public var required: FeatureSet
+
+    public init(forcedOff: FeatureSet = [], required: FeatureSet = []) {
+        self.forcedOff = forcedOff
+        self.required = required
+    }
+
+    /// The subset to write to driver_feature.
+    /// - Parameters:
+    ///   - offered: what device_feature reported.
+    ///   - deviceTypeBits: the device-type bits the driver for this device understands.
+    ///   - adminQueueAvailable: whether the transport can reach admin queue registers.
+    public func negotiate(offered: FeatureSet, deviceTypeBits: FeatureSet, deviceType: VirtioDeviceType?,
+                          adminQueueAvailable: Bool) throws(VirtioError) -> FeatureSet {
+        func names(_ s: FeatureSet) -> [String] { FeatureNames.names(s, deviceType: deviceType) }
+        // VERSION_1 MUST be accepted; a device without it is legacy-only.
+        guard offered.contains(VirtioFeature.version1) else { throw .legacyDevice }
+        let conflict = required.intersection(forcedOff)
+        guard conflict.isEmpty else { throw .featureRequiredAndForcedOff(names(conflict)) }
+        if forcedOff.contains(VirtioFeature.version1) {
+            throw .requiredFeatureUnsupported(["VIRTIO_F_VERSION_1 cannot be forced off (the driver speaks virtio 1.x only)"])
+        }
+        var understood = Self.defaultAccepted.union(deviceTypeBits).subtracting(VirtioFeature.legacyOnly)
+        if !adminQueueAvailable { understood.remove(VirtioFeature.adminVQ) }
+        let unsupported = required.subtracting(understood)
+        guard unsupported.isEmpty else { throw .requiredFeatureUnsupported(names(unsupported)) }
+        let missing = required.subtracting(offered)
+        guard missing.isEmpty else { throw .requiredFeatureNotOffered(names(missing)) }
+        // Never accept a bit the device did not offer or the driver does not understand.
+        return offered.intersection(understood).subtracting(forcedOff)
+    }
+}

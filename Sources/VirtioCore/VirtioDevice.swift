@@ -1,0 +1,256 @@
+import Logging
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads device-specific configuration inside one config_generation window.
+public struct ConfigReader {
+    let read: (Int, Int) throws(VirtioError) -> UInt64
+    public func u8(_ offset: Int) throws(VirtioError) -> UInt8 { UInt8(truncatingIfNeeded: try read(offset, 1)) }
+    public func u16(_ offset: Int) throws(VirtioError) -> UInt16 { UInt16(truncatingIfNeeded: try read(offset, 2)) }
+    public func u32(_ offset: Int) throws(VirtioError) -> UInt32 { UInt32(truncatingIfNeeded: try read(offset, 4)) }
+    /// 64-bit fields are read as two 32-bit halves (PCI access-width rule); the generation loop makes them consistent.
+    public func u64(_ offset: Int) throws(VirtioError) -> UInt64 {
+        let lo = try read(offset, 4), hi = try read(offset + 4, 4)
+        return lo | hi << 32
+    }
+}
+
+/// What a queue was set up with, for `info`.
+public struct QueueInfo: Sendable, Equatable, Codable {
+    public let index: Int
+    public let size: Int
+    public let maxSize: Int
+    public let layout: QueueLayout
+    public let inOrder: Bool
+    public let eventIndex: Bool
+    public let indirect: Bool
+    public let vector: UInt16?
+}
+
+/// A virtio device being driven over a transport: the initialisation sequence of the spec
+/// (`content.tex` "Device Initialization"), queue set-up for the negotiated layout, config
+/// reads consistent under config_generation, per-queue reset, and status checks.
+public final class VirtioDevice<T: VirtioTransport> {
+    public let transport: T
+    public let logger: Logger
+    public private(set) var offered: FeatureSet = []
+    public private(set) var negotiated: FeatureSet = []
+    public private(set) var queues: [QueueInfo] = []
+    /// How long to wait for a reset (device_status or queue_reset reading back 0).
+    public var resetTimeoutMilliseconds = 1000
+
+    public init(transport: T, logger: Logger = Logger(label: "virtio.core")) {
+        self.transport = transport
+        self.logger = logger
+    }
+
+    public var deviceType: VirtioDeviceType? { transport.deviceType }
+    public func has(_ bit: Int) -> Bool { negotiated.contains(bit) }
+
+    /// Writes 0 to device_status and waits until it reads 0 (`transport-pci.tex`: the driver MUST).
+    public func reset() throws(VirtioError) {
+        try transport.writeStatus([])
+        var status = try transport.readStatus()
+        var waited = 0
+        while status.rawValue != 0 {
+            guard waited < resetTimeoutMilliseconds * 10 else { throw .resetTimeout(status: status.rawValue) }
+            usleep(100)
+            waited += 1
+            status = try transport.readStatus()
+        }
+        queues = []
+        negotiated = []
+    }
+
+    /// Steps 1-5 of initialisation: reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK
+    /// and its re-read. On any failure after ACKNOWLEDGE the device is left with FAILED set.
+    @discardableResult
+    public func initialize(policy: FeaturePolicy, deviceTypeBits: FeatureSet) throws(VirtioError) -> FeatureSet {
+        try reset()
+        var status: DeviceStatus = .acknowledge
+        try transport.writeStatus(status)
+        status.insert(.driver)
+        try transport.writeStatus(status)
+        do throws(VirtioError) {
+            offered = try transport.readDeviceFeatures()
+            logger.debug("offered features", metadata: ["features": "\(names(offered))"])
+            let accept = try policy.negotiate(offered: offered, deviceTypeBits: deviceTypeBits, deviceType: deviceType,
+                                              adminQueueAvailable: transport.adminQueueRegistersAvailable)
+            try transport.writeDriverFeatures(accept)
+            status.insert(.featuresOK)
+            try transport.writeStatus(status)
+            // Re-read: a device that cannot support the subset leaves FEATURES_OK clear.
+            let back = try transport.readStatus()
+            guard back.contains(.featuresOK) else { throw VirtioError.featuresRejected(names(accept)) }
+            negotiated = accept
+            logger.debug("negotiated features", metadata: ["features": "\(names(accept))"])
+            return accept
+        } catch {
+            fail()
+            throw error
+        }
+    }
+
+    /// Sets FAILED (best effort: the device may be gone).
+    public func fail() {
+        if let s = try? transport.readStatus() {
+            try? transport.writeStatus(s.union(.failed))
+        }
+    }
+
+    /// Sets DRIVER_OK: after it, and only after it, buffers may be notified.
+    public func driverOK() throws(VirtioError) {
+        let s = try transport.readStatus()
+        try checkHealth(s)
+        try transport.writeStatus(s.union(.driverOK))
+    }
+
+    /// Throws when the device has set DEVICE_NEEDS_RESET or FAILED.
+    public func checkHealth(_ status: DeviceStatus? = nil) throws(VirtioError) {
+        let s: DeviceStatus
+        if let status { s = status } else { s = try transport.readStatus() }
+        if s.contains(.deviceNeedsReset) { throw .deviceNeedsReset }
+        if s.contains(.failed) { throw .deviceFailed(status: s.rawValue) }
+    }
+
+    /// Feature names for this device.
+    public func names(_ set: FeatureSet) -> [String] { FeatureNames.names(set, deviceType: deviceType) }
+
+    /// Reads device config with `body`, retrying until config_generation is the same before and
+    /// after (`content.tex`: reads of more than 32 bits, or several fields, MUST loop on it).
+    public func readConfig<R>(_ body: (ConfigReader) throws(VirtioError) -> R) throws(VirtioError) -> R {
+        let length = transport.deviceConfigLength
+        let reader = ConfigReader { [transport] (offset: Int, width: Int) throws(VirtioError) -> UInt64 in
+            guard offset >= 0, offset + width <= length else {
+                throw .configOutOfRange(offset: offset, width: width, length: length)
+            }
+            return try transport.readDeviceConfig(offset: offset, width: width)
+        }
+        let attempts = 64
+        for _ in 0..<attempts {
+            let before = try transport.configGeneration()
+            let value = try body(reader)
+            if try transport.configGeneration() == before { return value }
+        }
+        throw .configUnstable(attempts: attempts)
+    }
+
+    /// Allocates, zeroes and programs queue `index` for the negotiated layout, then enables it.
+    /// - Parameters:
+    ///   - size: wanted size (nil: the device's maximum); clamped to the maximum, rounded down to a
+    ///     power of two for split rings.
+    ///   - indirectElements: the largest buffer (in elements) to put in an indirect table.
+    ///   - vector: an MSI-X vector to program, nil for poll mode.
+    public func makeQueue(_ index: Int, size: Int? = nil, indirectElements: Int = 0,
+                          vector: UInt16? = nil) throws(VirtioError) -> Virtqueue<T> {
+        let count = try transport.numQueues()
+        guard index >= 0, index < count else { throw .noSuchQueue(queue: index, available: count) }
+        guard !queues.contains(where: { $0.index == index }) else { throw .queueAlreadyEnabled(queue: index) }
+        let maxSize = try transport.queueMaxSize(index)
+        guard maxSize > 0 else { throw .queueUnavailable(queue: index) }
+        let packed = has(VirtioFeature.ringPacked)
+        var n = min(size ?? maxSize, maxSize)
+        if !packed { n = 1 << (Int.bitWidth - 1 - n.leadingZeroBitCount) }  // largest power of two <= n
+        guard n >= 1, n <= maxQueueSize else {
+            throw .invalidQueueSize(queue: index, size: size ?? maxSize, maximum: maxSize, packed: packed)
+        }
+        let features = RingFeatures(indirect: has(VirtioFeature.indirectDesc), eventIndex: has(VirtioFeature.eventIdx),
+                                    inOrder: has(VirtioFeature.inOrder))
+        let q = try buildQueue(index: index, size: n, packed: packed, features: features,
+                               indirectElements: indirectElements, vector: vector, memory: nil)
+        try transport.enableQueue(index)
+        queues.append(QueueInfo(index: index, size: n, maxSize: maxSize, layout: packed ? .packed : .split,
+                                inOrder: features.inOrder, eventIndex: features.eventIndex,
+                                indirect: features.indirect && indirectElements > 1, vector: q.vector))
+        logger.debug("queue ready", metadata: ["queue": "\(index)", "size": "\(n)", "packed": "\(packed)"])
+        return q
+    }
+
+    /// VIRTIO_F_RING_RESET: resets one queue (its buffers are dropped, the caller owns their fate)
+    /// and sets it up again from a clean ring in the same memory.
+    public func resetQueue(_ queue: consuming Virtqueue<T>) throws(VirtioError) -> Virtqueue<T> {
+        guard has(VirtioFeature.ringReset) else { throw .featureNotNegotiated("VIRTIO_F_RING_RESET") }
+        let index = queue.index, size = queue.size, features = queue.features, vector = queue.vector
+        let packed = queue.layout == .packed, memory = queue.ringMemory
+        let info = queues.first { $0.index == index }
+        _ = consume queue
+        try transport.resetQueue(index)
+        let q = try buildQueue(index: index, size: size, packed: packed, features: features,
+                               indirectElements: info?.indirect == true ? -1 : 0, vector: vector, memory: memory)
+        try transport.enableQueue(index)
+        return q
+    }
+
+    // Indirect tables live after the ring in the same region; -1 reuses the size found there.
+    private var indirectSizes: [Int: Int] = [:]
+
+    private func buildQueue(index: Int, size n: Int, packed: Bool, features: RingFeatures, indirectElements: Int,
+                            vector: UInt16?, memory: DMARegion?) throws(VirtioError) -> Virtqueue<T> {
+        let ringBytes: Int
+        let areaOffsets: (Int, Int, Int)
+        do {
+            if packed {
+                let l = try PackedLayout(queueSize: n)
+                ringBytes = l.totalSize
+                areaOffsets = (l.descriptorOffset, l.driverEventOffset, l.deviceEventOffset)
+            } else {
+                let l = try SplitLayout(queueSize: n)
+                ringBytes = l.totalSize
+                areaOffsets = (l.descriptorOffset, l.availOffset, l.usedOffset)
+            }
+        } catch {
+            throw .invalidQueueSize(queue: index, size: n, maximum: n, packed: packed)
+        }
+        let tableElements = indirectElements < 0 ? indirectSizes[index] ?? 0 : indirectElements
+        let useIndirect = features.indirect && tableElements > 1
+        let ringSpan = (ringBytes + 63) & ~63
+        let total = ringSpan + (useIndirect ? IndirectPool.size(queueSize: n, maxElements: tableElements) : 0)
+        let region: DMARegion
+        if let memory {
+            region = memory
+        } else {
+            do { region = try transport.dma.allocate(length: total, alignment: 4096) } catch { throw .dma(error) }
+        }
+        if useIndirect { indirectSizes[index] = tableElements }
+        let pool = useIndirect
+            ? IndirectPool(area: region.slice(offset: ringSpan, length: total - ringSpan).area, maxElements: tableElements)
+            : nil
+        let addresses = QueueAddresses(descriptors: region.deviceAddress + UInt64(areaOffsets.0),
+                                       driver: region.deviceAddress + UInt64(areaOffsets.1),
+                                       device: region.deviceAddress + UInt64(areaOffsets.2))
+        let storage: RingStorage
+        // The rings zero their areas as the driver MUST before handing them to the device.
+        if packed {
+            let p = UnsafeMutablePointer<PackedDriverQueue>.allocate(capacity: 1)
+            p.initialize(to: PackedDriverQueue(layout: try! PackedLayout(queueSize: n), memory: region.pointer,
+                                               features: features, indirect: pool))
+            storage = .packed(p)
+        } else {
+            let p = UnsafeMutablePointer<SplitDriverQueue>.allocate(capacity: 1)
+            p.initialize(to: SplitDriverQueue(layout: try! SplitLayout(queueSize: n), memory: region.pointer,
+                                              features: features, indirect: pool))
+            storage = .split(p)
+        }
+        let setup: QueueSetup
+        do {
+            setup = try transport.setUpQueue(index, size: n, addresses: addresses, vector: vector, features: negotiated)
+        } catch {
+            switch storage {
+            case let .split(p): p.deinitialize(count: 1); p.deallocate()
+            case let .packed(p): p.deinitialize(count: 1); p.deallocate()
+            }
+            throw error
+        }
+        if setup.vector == nil, vector != nil {
+            logger.warning("MSI-X vector refused; queue runs in poll mode",
+                           metadata: ["queue": "\(index)", "vector": "\(vector!)"])
+        }
+        var q = Virtqueue(index: index, size: n, layout: packed ? .packed : .split, features: features,
+                          vector: setup.vector, ringMemory: region, ring: storage, transport: transport,
+                          target: setup.notify)
+        if setup.vector == nil { q.disableUsedNotifications() }  // poll mode: no interrupts wanted
+        return q
+    }
+}

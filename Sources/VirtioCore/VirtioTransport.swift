@@ -1,0 +1,80 @@
+import VirtioRing
+
+/// The three ring areas of a queue, as device addresses.
+public struct QueueAddresses: Sendable, Equatable {
+    public var descriptors: UInt64
+    public var driver: UInt64
+    public var device: UInt64
+    public init(descriptors: UInt64, driver: UInt64, device: UInt64) {
+        self.descriptors = descriptors
+        self.driver = driver
+        self.device = device
+    }
+}
+
+/// How to ring one queue's doorbell; the transport computes it at queue set-up.
+@frozen
+public struct NotifyTarget: @unchecked Sendable {
+    /// The doorbell in a mapped BAR, or nil when the transport writes through calls.
+    public let pointer: UnsafeMutableRawPointer?
+    /// BAR and offset of the doorbell (used when `pointer` is nil).
+    public let bar: Int
+    public let offset: Int
+    /// The 16-bit value written: the queue index, or queue_notif_config_data with feature 39.
+    public let value16: UInt16
+    /// VIRTIO_F_NOTIFICATION_DATA (38): a 32-bit write carrying the next available position.
+    public let withData: Bool
+    public init(pointer: UnsafeMutableRawPointer?, bar: Int, offset: Int, value16: UInt16, withData: Bool) {
+        self.pointer = pointer
+        self.bar = bar
+        self.offset = offset
+        self.value16 = value16
+        self.withData = withData
+    }
+}
+
+/// What the transport set up for a queue.
+public struct QueueSetup: Sendable {
+    public let notify: NotifyTarget
+    /// The MSI-X vector the device accepted, or nil (none asked, or it read back NO_VECTOR).
+    public let vector: UInt16?
+    public init(notify: NotifyTarget, vector: UInt16?) {
+        self.notify = notify
+        self.vector = vector
+    }
+}
+
+/// One way of reaching a virtio device's registers: PCI over VFIO, vfio-user, or the software device.
+/// Methods that touch registers throw; `notify` is the hot path and does not.
+public protocol VirtioTransport: AnyObject {
+    /// How a person names the device: `soft:blk`, `0000:00:04.0`.
+    var name: String { get }
+    var deviceType: VirtioDeviceType? { get }
+    /// The raw virtio device ID (meaningful when `deviceType` is nil).
+    var deviceID: UInt16 { get }
+    /// Where rings and buffers come from: memory the device can reach.
+    var dma: any DMAAllocator { get }
+    /// Whether admin_queue_index/num can be read (common config is long enough).
+    var adminQueueRegistersAvailable: Bool { get }
+    /// Bytes of device-specific configuration.
+    var deviceConfigLength: Int { get }
+
+    func readStatus() throws(VirtioError) -> DeviceStatus
+    func writeStatus(_ status: DeviceStatus) throws(VirtioError)
+    func readDeviceFeatures() throws(VirtioError) -> FeatureSet
+    func writeDriverFeatures(_ features: FeatureSet) throws(VirtioError)
+    func numQueues() throws(VirtioError) -> Int
+    /// queue_size after selecting `queue` (0 when unavailable).
+    func queueMaxSize(_ queue: Int) throws(VirtioError) -> Int
+    /// Writes size, areas and vector for `queue` (not queue_enable) and computes its doorbell.
+    func setUpQueue(_ queue: Int, size: Int, addresses: QueueAddresses, vector: UInt16?,
+                    features: FeatureSet) throws(VirtioError) -> QueueSetup
+    func enableQueue(_ queue: Int) throws(VirtioError)
+    /// VIRTIO_F_RING_RESET: writes queue_reset = 1 and waits until it reads 0.
+    func resetQueue(_ queue: Int) throws(VirtioError)
+    func configGeneration() throws(VirtioError) -> UInt8
+    func readDeviceConfig(offset: Int, width: Int) throws(VirtioError) -> UInt64
+    func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError)
+    /// Rings the doorbell with `value` (16 or 32 bits as `target` says). Never blocks.
+    func notify(_ target: NotifyTarget, value: UInt32)
+}

@@ -1,0 +1,197 @@
+import Logging
+import VirtioCore
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How to attach a block device.
+public struct BlockAttachOptions: Sendable {
+    public var policy = FeaturePolicy()
+    /// Request queues to set up (nil: all the device offers).
+    public var queues: Int?
+    /// Queue size (nil: the device's maximum).
+    public var queueSize: Int?
+    /// How long the synchronous helpers wait for a completion.
+    public var timeoutMilliseconds = 10_000
+    public init() {}
+}
+
+/// The virtio-blk device-type bits this driver understands.
+public let blockDriverFeatures: FeatureSet = [
+    BlockFeature.sizeMax, BlockFeature.segMax, BlockFeature.readOnly, BlockFeature.blockSize, BlockFeature.flush,
+    BlockFeature.topology, BlockFeature.multiQueue, BlockFeature.discard, BlockFeature.writeZeroes,
+]
+
+/// A virtio-blk device: negotiation, config, N request queues, and synchronous helpers over queue 0.
+/// For throughput, drive queues directly with `withQueue` (submit several, kick, poll).
+public final class BlockDevice<T: VirtioTransport> {
+    public let device: VirtioDevice<T>
+    public let config: BlockConfig
+    public let queueCount: Int
+    public let timeoutMilliseconds: Int
+    let queues: UnsafeMutablePointer<BlockQueue<T>>
+    private var nextTag: UInt64 = 1
+    private var idBuffer: DMARegion?
+
+    /// Negotiates features, reads and checks the config, sets up queues and sets DRIVER_OK.
+    /// On failure the device is left with FAILED set (or reset), never half-running.
+    public init(transport: T, options: BlockAttachOptions = BlockAttachOptions(),
+                logger: Logger = Logger(label: "virtio.blk")) throws(BlockError) {
+        let device = VirtioDevice(transport: transport, logger: logger)
+        self.device = device
+        guard transport.deviceType == .block else {
+            throw .invalidConfig("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a block device")
+        }
+        timeoutMilliseconds = options.timeoutMilliseconds
+        let built: (BlockConfig, Int, UnsafeMutablePointer<BlockQueue<T>>)
+        do {
+            try device.initialize(policy: options.policy, deviceTypeBits: blockDriverFeatures)
+            let config = try BlockConfig.read(from: device)
+            let available = min(Int(config.numQueues), try device.transport.numQueues())
+            let wanted = options.queues ?? available
+            guard wanted >= 1, wanted <= available else {
+                throw BlockError.noSuchQueue(wanted - 1, available: available)
+            }
+            let f = device.negotiated
+            let limits = BlockLimits(
+                capacitySectors: config.capacitySectors, blockSize: config.blockSize,
+                sizeMax: config.sizeMax ?? UInt32.max & ~511, segMax: Int(config.segMax ?? 1),
+                readOnly: f.contains(BlockFeature.readOnly), flush: f.contains(BlockFeature.flush),
+                discard: f.contains(BlockFeature.discard), writeZeroes: f.contains(BlockFeature.writeZeroes),
+                maxDiscardSectors: config.maxDiscardSectors ?? 0, maxWriteZeroesSectors: config.maxWriteZeroesSectors ?? 0)
+            let queues = UnsafeMutablePointer<BlockQueue<T>>.allocate(capacity: wanted)
+            var made = 0
+            do throws(BlockError) {
+                for i in 0..<wanted {
+                    let vq: Virtqueue<T>
+                    do {
+                        // header + data segments + segment + status fit one indirect table.
+                        vq = try device.makeQueue(i, size: options.queueSize, indirectElements: min(limits.segMax + 3, 256))
+                    } catch { throw BlockError.virtio(error) }
+                    (queues + i).initialize(to: try BlockQueue(virtqueue: vq, limits: limits, dma: transport.dma))
+                    made += 1
+                }
+                do { try device.driverOK() } catch { throw BlockError.virtio(error) }
+            } catch {
+                queues.deinitialize(count: made)
+                queues.deallocate()
+                throw error
+            }
+            built = (config, wanted, queues)
+        } catch let e as BlockError {
+            device.fail()
+            throw e
+        } catch let e as VirtioError {
+            device.fail()
+            throw .virtio(e)
+        } catch {
+            device.fail()
+            throw .invalidRequest("\(error)")
+        }
+        (config, queueCount, queues) = built
+    }
+
+    /// Resets the device (queues stop, nothing is left running), then frees the queues.
+    deinit {
+        try? device.reset()
+        queues.deinitialize(count: queueCount)
+        queues.deallocate()
+    }
+
+    public var capacityBytes: UInt64 { config.capacityBytes }
+    public var negotiated: FeatureSet { device.negotiated }
+
+    /// Runs `body` with exclusive access to queue `index`.
+    public func withQueue<R, E: Error>(_ index: Int, _ body: (inout BlockQueue<T>) throws(E) -> R) throws(E) -> R {
+        precondition(index >= 0 && index < queueCount, "queue \(index) out of range")
+        return try body(&queues[index])
+    }
+
+    /// An unsafe pointer to queue `index`, for a thread that owns the queue for a while (benchmarks).
+    public func queuePointer(_ index: Int) -> UnsafeMutablePointer<BlockQueue<T>> {
+        precondition(index >= 0 && index < queueCount, "queue \(index) out of range")
+        return queues + index
+    }
+
+    /// Per-queue counters.
+    public func counters(queue: Int) -> QueueCounters { queues[queue].virtqueue.counters }
+
+    /// DMA memory for data buffers.
+    public func allocateBuffer(bytes: Int) throws(BlockError) -> DMARegion {
+        do { return try device.transport.dma.allocate(length: bytes, alignment: 4096) } catch {
+            throw .virtio(.dma(error))
+        }
+    }
+
+    // MARK: synchronous helpers (queue 0)
+
+    /// Submits one request on `queue`, notifies, and polls until it completes (or the timeout).
+    public func perform(_ op: BlockOperation, sector: UInt64, data: BufferElement?, queue: Int = 0) throws(BlockError) -> BlockCompletion {
+        let tag = nextTag
+        nextTag &+= 1
+        let q = queues + queue
+        try q.pointee.submit(op, sector: sector, data: data, tag: tag)
+        q.pointee.kick()
+        var spins = 0
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        while true {
+            if let c = try q.pointee.poll() {
+                guard c.tag == tag else { continue }  // only one in flight from here; anything else is stale
+                return c
+            }
+            spins &+= 1
+            if spins & 1023 == 0 {
+                do { try device.checkHealth() } catch { throw .virtio(error) }
+                var now = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &now)
+                let ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000
+                if ms > timeoutMilliseconds { throw .timeout(milliseconds: timeoutMilliseconds) }
+            }
+        }
+    }
+
+    /// Turns a completion into success or the error it reports.
+    func check(_ c: BlockCompletion, _ what: String, sector: UInt64) throws(BlockError) {
+        switch c.result {
+        case .ok: return
+        case .ioError: throw .ioError(sector: sector)
+        case .unsupported: throw .deviceUnsupported(what)
+        case let .protocolError(e): throw e
+        }
+    }
+
+    public func read(sector: UInt64, into buffer: DMARegion) throws(BlockError) {
+        let c = try perform(.read, sector: sector, data: BufferElement(address: buffer.deviceAddress, length: UInt32(buffer.length)))
+        try check(c, "read", sector: sector)
+    }
+
+    public func write(sector: UInt64, from buffer: DMARegion) throws(BlockError) {
+        let c = try perform(.write, sector: sector, data: BufferElement(address: buffer.deviceAddress, length: UInt32(buffer.length)))
+        try check(c, "write", sector: sector)
+    }
+
+    public func flush() throws(BlockError) {
+        try check(try perform(.flush, sector: 0, data: nil), "flush", sector: 0)
+    }
+
+    public func discard(sector: UInt64, sectors: UInt32) throws(BlockError) {
+        try check(try perform(.discard(sectors: sectors), sector: sector, data: nil), "discard", sector: sector)
+    }
+
+    public func writeZeroes(sector: UInt64, sectors: UInt32, unmap: Bool = false) throws(BlockError) {
+        try check(try perform(.writeZeroes(sectors: sectors, unmap: unmap), sector: sector, data: nil), "write-zeroes", sector: sector)
+    }
+
+    /// GET_ID: the device's serial (up to 20 bytes, NUL-padded).
+    public func serial() throws(BlockError) -> String {
+        let buffer: DMARegion
+        if let idBuffer { buffer = idBuffer } else { buffer = try allocateBuffer(bytes: 20) }
+        idBuffer = buffer
+        let c = try perform(.getID, sector: 0, data: BufferElement(address: buffer.deviceAddress, length: 20))
+        try check(c, "GET_ID", sector: 0)
+        let bytes = UnsafeRawBufferPointer(start: buffer.pointer, count: 20).prefix { $0 != 0 }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,247 @@
+import VirtioCore
+import VirtioRing
+
+/// A block request.
+@frozen
+public enum BlockOperation: Sendable, Equatable {
+    case read, write, flush, getID
+    case discard(sectors: UInt32)
+    case writeZeroes(sectors: UInt32, unmap: Bool)
+
+    @inlinable var requestType: UInt32 {
+        switch self {
+        case .read: 0
+        case .write: 1
+        case .flush: 4
+        case .getID: 8
+        case .discard: 11
+        case .writeZeroes: 13
+        }
+    }
+}
+
+/// How a request ended.
+@frozen
+public enum BlockResult: Sendable, Equatable {
+    case ok
+    /// VIRTIO_BLK_S_IOERR.
+    case ioError
+    /// VIRTIO_BLK_S_UNSUPP.
+    case unsupported
+    /// The device broke the protocol: an unknown status byte, or none written.
+    case protocolError(BlockError)
+}
+
+/// A finished request: the caller's tag, the result, and the bytes the device reported writing.
+@frozen
+public struct BlockCompletion: Sendable, Equatable {
+    public let tag: UInt64
+    public let result: BlockResult
+    public let usedLength: UInt32
+    @inlinable
+    public init(tag: UInt64, result: BlockResult, usedLength: UInt32) {
+        self.tag = tag
+        self.result = result
+        self.usedLength = usedLength
+    }
+}
+
+/// What a queue needs to know about the device to check requests before they go out.
+@usableFromInline
+struct BlockLimits: Sendable {
+    @usableFromInline let capacitySectors: UInt64
+    @usableFromInline let blockSize: UInt32
+    @usableFromInline let sizeMax: UInt32
+    @usableFromInline let segMax: Int
+    @usableFromInline let readOnly: Bool
+    @usableFromInline let flush: Bool
+    @usableFromInline let discard: Bool
+    @usableFromInline let writeZeroes: Bool
+    @usableFromInline let maxDiscardSectors: UInt32
+    @usableFromInline let maxWriteZeroesSectors: UInt32
+}
+
+/// One request queue of a block device: per-request header and status in DMA memory, requests
+/// tracked by ring token. Owned by one thread; submit, kick and poll allocate nothing.
+public struct BlockQueue<T: VirtioTransport>: ~Copyable {
+    public var virtqueue: Virtqueue<T>
+    @usableFromInline let limits: BlockLimits
+    /// 64 bytes per slot: header at 0, status at 16, one discard/write-zeroes segment at 32.
+    @usableFromInline let slots: DMARegion
+    @usableFromInline let slotCount: Int
+    @usableFromInline let freeSlots: UnsafeMutablePointer<UInt16>
+    @usableFromInline var freeCount: Int
+    @usableFromInline let tokenSlot: UnsafeMutablePointer<UInt16>
+    @usableFromInline let slotTag: UnsafeMutablePointer<UInt64>
+    @usableFromInline let scratch: UnsafeMutablePointer<BufferElement>
+    @usableFromInline let scratchCapacity: Int
+
+    init(virtqueue: consuming Virtqueue<T>, limits: BlockLimits, dma: any DMAAllocator) throws(BlockError) {
+        let n = virtqueue.size
+        self.virtqueue = virtqueue
+        self.limits = limits
+        do { slots = try dma.allocate(length: n * 64, alignment: 64) } catch {
+            throw .virtio(.dma(error))
+        }
+        slotCount = n
+        freeSlots = .allocate(capacity: n)
+        for i in 0..<n { freeSlots[i] = UInt16(n - 1 - i) }
+        freeCount = n
+        tokenSlot = .allocate(capacity: n)
+        tokenSlot.initialize(repeating: 0, count: n)
+        slotTag = .allocate(capacity: n)
+        slotTag.initialize(repeating: 0, count: n)
+        scratchCapacity = limits.segMax + 3
+        scratch = .allocate(capacity: scratchCapacity)
+    }
+
+    deinit {
+        freeSlots.deallocate()
+        tokenSlot.deallocate()
+        slotTag.deallocate()
+        scratch.deallocate()
+    }
+
+    /// Requests submitted and not yet completed.
+    public var inFlight: Int { slotCount - freeCount }
+    /// How many more requests can be submitted right now (each may need several descriptors).
+    public var slotsFree: Int { freeCount }
+
+    /// Checks a request against the device before anything is written.
+    @inlinable
+    func validate(_ op: BlockOperation, sector: UInt64, length: Int) throws(BlockError) {
+        func range(_ sectors: UInt64) throws(BlockError) {
+            let (end, o) = sector.addingReportingOverflow(sectors)
+            guard !o, end <= limits.capacitySectors else {
+                throw .outOfRange(sector: sector, sectors: sectors, capacity: limits.capacitySectors)
+            }
+            let perBlock = UInt64(limits.blockSize / 512)
+            guard sector % perBlock == 0 else { throw .misaligned(what: "sector", value: sector, blockSize: limits.blockSize) }
+        }
+        switch op {
+        case .read, .write:
+            if op == .write, limits.readOnly { throw .readOnly }
+            guard length > 0, length % Int(limits.blockSize) == 0 else {
+                throw .misaligned(what: "length", value: UInt64(length), blockSize: limits.blockSize)
+            }
+            try range(UInt64(length / 512))
+        case .flush:
+            guard limits.flush else { throw .notSupported("VIRTIO_BLK_F_FLUSH (flush)") }
+        case .getID:
+            guard length >= 20 else { throw .invalidRequest("GET_ID needs a 20-byte buffer, got \(length)") }
+        case let .discard(n):
+            guard limits.discard else { throw .notSupported("VIRTIO_BLK_F_DISCARD (discard)") }
+            if limits.readOnly { throw .readOnly }
+            guard n > 0, n <= limits.maxDiscardSectors else {
+                throw .invalidRequest("discard of \(n) sectors; the device takes 1...\(limits.maxDiscardSectors)")
+            }
+            try range(UInt64(n))
+        case let .writeZeroes(n, _):
+            guard limits.writeZeroes else { throw .notSupported("VIRTIO_BLK_F_WRITE_ZEROES (write-zeroes)") }
+            if limits.readOnly { throw .readOnly }
+            guard n > 0, n <= limits.maxWriteZeroesSectors else {
+                throw .invalidRequest("write-zeroes of \(n) sectors; the device takes 1...\(limits.maxWriteZeroesSectors)")
+            }
+            try range(UInt64(n))
+        }
+    }
+
+    /// Queues a request. `data` is DMA memory: the destination of a read or GET_ID, the source of a
+    /// write (none for flush, discard and write-zeroes). Call `kick()` after one or more submits.
+    @inlinable
+    public mutating func submit(_ op: BlockOperation, sector: UInt64, data: BufferElement?,
+                                tag: UInt64) throws(BlockError) {
+        let length = Int(data?.length ?? 0)
+        try validate(op, sector: sector, length: length)
+        guard freeCount > 0 else { throw .queueFull }
+        let slot = freeSlots[freeCount &- 1]
+        let base = slots.pointer + Int(slot) &* 64
+        let baseAddress = slots.deviceAddress &+ UInt64(Int(slot) &* 64)
+        // struct virtio_blk_outhdr { le32 type; le32 ioprio; le64 sector; }
+        base.storeBytes(of: op.requestType.littleEndian, toByteOffset: 0, as: UInt32.self)
+        base.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
+        let headerSector: UInt64 = (op == .read || op == .write) ? sector : 0
+        base.storeBytes(of: headerSector.littleEndian, toByteOffset: 8, as: UInt64.self)
+        // 0xFF is no status: a device that never writes the byte is caught.
+        base.storeBytes(of: UInt8(0xFF), toByteOffset: 16, as: UInt8.self)
+
+        var count = 0
+        scratch[0] = BufferElement(address: baseAddress, length: 16)
+        count = 1
+        var readable = 1
+        switch op {
+        case .read, .write, .getID:
+            let d = data!
+            // Split the data into pieces no longer than size_max.
+            var offset: UInt32 = 0
+            let piece = limits.sizeMax
+            while offset < d.length {
+                guard count &- 1 < limits.segMax, count < scratchCapacity &- 1 else {
+                    throw .tooManySegments(needed: Int((d.length + piece - 1) / piece), maximum: limits.segMax)
+                }
+                let n = min(piece, d.length &- offset)
+                scratch[count] = BufferElement(address: d.address &+ UInt64(offset), length: n)
+                count &+= 1
+                offset &+= n
+            }
+            if op == .write { readable = count }
+        case let .discard(n), let .writeZeroes(n, _):
+            var flags: UInt32 = 0
+            if case let .writeZeroes(_, unmap) = op, unmap { flags = 1 }
+            // struct virtio_blk_discard_write_zeroes { le64 sector; le32 num_sectors; le32 flags; }
+            base.storeBytes(of: sector.littleEndian, toByteOffset: 32, as: UInt64.self)
+            base.storeBytes(of: n.littleEndian, toByteOffset: 40, as: UInt32.self)
+            base.storeBytes(of: flags.littleEndian, toByteOffset: 44, as: UInt32.self)
+            scratch[count] = BufferElement(address: baseAddress &+ 32, length: 16)
+            count &+= 1
+            readable = count
+        case .flush:
+            break
+        }
+        scratch[count] = BufferElement(address: baseAddress &+ 16, length: 1)
+        count &+= 1
+        let all = UnsafeBufferPointer(start: scratch, count: count)
+        let token: UInt16
+        do {
+            token = try virtqueue.add(readable: UnsafeBufferPointer(rebasing: all[0..<readable]).span,
+                                      writable: UnsafeBufferPointer(rebasing: all[readable..<count]).span)
+        } catch {
+            if error == .full { throw .queueFull }
+            throw .virtio(.ring(queue: virtqueue.index, error))
+        }
+        freeCount &-= 1
+        tokenSlot[Int(token)] = slot
+        slotTag[Int(slot)] = tag
+    }
+
+    /// Tells the device about submitted requests (unless it suppressed notifications).
+    @inlinable
+    public mutating func kick() { virtqueue.kick() }
+
+    /// The next completed request, or nil. Throws only when the device broke the ring protocol
+    /// (the queue is then broken and every later call throws).
+    @inlinable
+    public mutating func poll() throws(BlockError) -> BlockCompletion? {
+        let used: UsedBuffer?
+        do { used = try virtqueue.pollUsed() } catch { throw .virtio(.ring(queue: virtqueue.index, error)) }
+        guard let used else { return nil }
+        let slot = tokenSlot[Int(used.token)]
+        let status = (slots.pointer + Int(slot) &* 64 + 16).load(as: UInt8.self)
+        let result: BlockResult
+        if used.length == 0 {
+            result = .protocolError(.statusNotWritten)
+        } else {
+            switch status {
+            case 0: result = .ok
+            case 1: result = .ioError
+            case 2: result = .unsupported
+            case 0xFF: result = .protocolError(.statusNotWritten)
+            default: result = .protocolError(.invalidStatus(status))
+            }
+        }
+        let tag = slotTag[Int(slot)]
+        freeSlots[freeCount] = slot
+        freeCount &+= 1
+        return BlockCompletion(tag: tag, result: result, usedLength: used.length)
+    }
+}

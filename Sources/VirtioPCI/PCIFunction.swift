@@ -1,0 +1,109 @@
+import VirtioRing
+
+/// Why a PCI function access failed.
+public enum PCIError: Error, Sendable, Equatable, CustomStringConvertible {
+    case outOfRange(what: String, offset: Int, width: Int, limit: Int)
+    case badWidth(Int)
+    case noSuchBAR(Int)
+    case io(String)
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case let .outOfRange(what, o, w, l): "\(what) access at 0x\(String(o, radix: 16)) (\(w) bytes) is outside its \(l) bytes"
+        case let .badWidth(w): "unsupported access width \(w)"
+        case let .noSuchBAR(b): "BAR \(b) is not implemented"
+        case let .io(why): why
+        case let .unsupported(why): why
+        }
+    }
+}
+
+/// One base address register as the function reports it.
+public struct BARInfo: @unchecked Sendable {
+    public let size: Int
+    public let isMemory: Bool
+    /// Where the BAR is mapped into this process, or nil when it is reached through `barRead`/`barWrite`.
+    public let mapped: UnsafeMutableRawPointer?
+    public init(size: Int, isMemory: Bool, mapped: UnsafeMutableRawPointer?) {
+        self.size = size
+        self.isMemory = isMemory
+        self.mapped = mapped
+    }
+}
+
+/// A PCI function the driver owns: the seam between the virtio PCI transport and a backend
+/// (kernel VFIO, vfio-user, or the in-process software device).
+public protocol PCIFunction: AnyObject, Sendable {
+    /// How a person names it: `0000:00:04.0`, `soft:blk`.
+    var address: String { get }
+    /// Configuration space access; `width` is 1, 2 or 4.
+    func configRead(offset: Int, width: Int) throws(PCIError) -> UInt32
+    func configWrite(offset: Int, width: Int, value: UInt32) throws(PCIError)
+    /// BAR `index` (0-5), or nil when not implemented.
+    func bar(_ index: Int) -> BARInfo?
+    /// Register access through calls, for BARs that are not mapped; `width` is 1, 2, 4 or 8.
+    func barRead(_ index: Int, offset: Int, width: Int) throws(PCIError) -> UInt64
+    func barWrite(_ index: Int, offset: Int, width: Int, value: UInt64) throws(PCIError)
+    /// Memory the function can DMA to.
+    var dma: any DMAAllocator { get }
+    /// Enables MSI-X with `vectors` vectors; returns one eventfd per vector.
+    func enableMSIX(vectors: Int) throws(PCIError) -> [Int32]
+    /// Disables interrupts and closes their eventfds.
+    func disableInterrupts()
+}
+
+/// Standard configuration space offsets and bits (PCI Local Bus spec).
+public enum PCIConfig {
+    public static let vendorID = 0x00
+    public static let deviceID = 0x02
+    public static let command = 0x04
+    public static let status = 0x06
+    public static let revision = 0x08
+    public static let classCode = 0x09
+    public static let bar0 = 0x10
+    public static let subsystemVendorID = 0x2C
+    public static let subsystemID = 0x2E
+    public static let capabilitiesPointer = 0x34
+
+    public static let commandMemorySpace: UInt32 = 1 << 1
+    public static let commandBusMaster: UInt32 = 1 << 2
+    public static let statusCapabilityList: UInt32 = 1 << 4
+
+    public static let capabilityVendor: UInt8 = 0x09
+    public static let capabilityMSIX: UInt8 = 0x11
+}
+
+/// Virtio PCI capability types and common-config offsets (`transport-pci.tex`; digest c.2-c.3).
+public enum VirtioPCI {
+    public static let vendorID: UInt16 = 0x1AF4
+    public static let capCommon: UInt8 = 1, capNotify: UInt8 = 2, capISR: UInt8 = 3, capDevice: UInt8 = 4,
+                      capPCICfg: UInt8 = 5, capSharedMemory: UInt8 = 8, capVendor: UInt8 = 9
+
+    public static let deviceFeatureSelect = 0x00, deviceFeature = 0x04, driverFeatureSelect = 0x08,
+                      driverFeature = 0x0C, configMSIXVector = 0x10, numQueues = 0x12, deviceStatus = 0x14,
+                      configGeneration = 0x15, queueSelect = 0x16, queueSize = 0x18, queueMSIXVector = 0x1A,
+                      queueEnable = 0x1C, queueNotifyOff = 0x1E, queueDesc = 0x20, queueDriver = 0x28,
+                      queueDevice = 0x30, queueNotifConfigData = 0x38, queueReset = 0x3A,
+                      adminQueueIndex = 0x3C, adminQueueNum = 0x3E
+    /// Common config up to queue_device: what every 1.0 device has.
+    public static let commonMinimumLength = 0x38
+    /// Through admin_queue_num (1.3).
+    public static let commonFullLength = 0x40
+    public static let noVector: UInt16 = 0xFFFF
+
+    /// The virtio device type a PCI device ID names (modern 0x1040+, transitional 0x1000-0x103F).
+    public static func deviceID(pciDeviceID id: UInt16) -> UInt16? {
+        switch id {
+        case 0x1040...0x107F: id - 0x1040
+        case 0x1000: 1
+        case 0x1001: 2
+        case 0x1002: 5
+        case 0x1003: 3
+        case 0x1004: 8
+        case 0x1005: 4
+        case 0x1009: 9
+        default: nil
+        }
+    }
+}

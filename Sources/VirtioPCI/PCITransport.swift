@@ -1,0 +1,239 @@
+import CShim
+import Logging
+import VirtioCore
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The modern virtio PCI transport over a `PCIFunction` (`transport-pci.tex`).
+/// Registers are reached through mapped BAR pointers with volatile accesses of exactly the
+/// field's width, or through the function's read/write calls when a BAR is not mapped.
+public final class PCITransport<F: PCIFunction>: VirtioTransport {
+    public let function: F
+    public let layout: VirtioPCILayout
+    public let logger: Logger
+    public let deviceID: UInt16
+    public let deviceType: VirtioDeviceType?
+    private let common: Region
+    private let notifyRegion: Region
+    private let isr: Region
+    private let device: Region?
+    /// The first error a doorbell write hit (notify cannot throw); nil while healthy.
+    public private(set) var notifyError: PCIError?
+
+    /// A BAR window and, when the BAR is mapped, a pointer to its start.
+    struct Region {
+        let window: BARWindow
+        let pointer: UnsafeMutableRawPointer?
+    }
+
+    /// Walks the capabilities, then enables memory decoding and bus mastering
+    /// (vfio-pci leaves bus mastering off; without it the device cannot reach the rings).
+    public init(function: F, logger: Logger = Logger(label: "virtio.pci")) throws(VirtioError) {
+        self.function = function
+        self.logger = logger
+        do {
+            layout = try walkVirtioCapabilities(function)
+        } catch {
+            throw .transport("\(function.address): \(error)")
+        }
+        func region(_ w: BARWindow) -> Region {
+            Region(window: w, pointer: function.bar(w.bar)?.mapped.map { $0 + w.offset })
+        }
+        common = region(layout.common)
+        notifyRegion = region(layout.notify)
+        isr = region(layout.isr)
+        device = layout.device.map(region)
+        let pciDevice: UInt16
+        do {
+            pciDevice = UInt16(truncatingIfNeeded: try function.configRead(offset: PCIConfig.deviceID, width: 2))
+            let command = try function.configRead(offset: PCIConfig.command, width: 2)
+            let wanted = command | PCIConfig.commandMemorySpace | PCIConfig.commandBusMaster
+            if wanted != command { try function.configWrite(offset: PCIConfig.command, width: 2, value: wanted) }
+        } catch {
+            throw .transport("\(function.address): PCI configuration space: \(error)")
+        }
+        deviceID = VirtioPCI.deviceID(pciDeviceID: pciDevice) ?? 0
+        deviceType = VirtioDeviceType(rawValue: deviceID)
+        for why in layout.ignored { logger.warning("capability ignored", metadata: ["why": "\(why)"]) }
+    }
+
+    public var name: String { function.address }
+    public var dma: any DMAAllocator { function.dma }
+    public var adminQueueRegistersAvailable: Bool { layout.common.length >= VirtioPCI.commonFullLength }
+    public var deviceConfigLength: Int { layout.device?.length ?? 0 }
+
+    // MARK: register access
+
+    private func read(_ r: Region, _ offset: Int, _ width: Int) throws(VirtioError) -> UInt64 {
+        guard offset >= 0, offset + width <= r.window.length else {
+            throw .transport("\(name): read at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
+        }
+        if let p = r.pointer {
+            let a = p + offset
+            switch width {
+            case 1: return UInt64(cshim_mmio_read8(a))
+            case 2: return UInt64(cshim_mmio_read16(a))
+            default: return UInt64(cshim_mmio_read32(a))
+            }
+        }
+        do { return try function.barRead(r.window.bar, offset: r.window.offset + offset, width: width) } catch {
+            throw .transport("\(name): register read: \(error)")
+        }
+    }
+
+    private func write(_ r: Region, _ offset: Int, _ width: Int, _ value: UInt64) throws(VirtioError) {
+        guard offset >= 0, offset + width <= r.window.length else {
+            throw .transport("\(name): write at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
+        }
+        if let p = r.pointer {
+            let a = p + offset
+            switch width {
+            case 1: cshim_mmio_write8(a, UInt8(truncatingIfNeeded: value))
+            case 2: cshim_mmio_write16(a, UInt16(truncatingIfNeeded: value))
+            default: cshim_mmio_write32(a, UInt32(truncatingIfNeeded: value))
+            }
+            return
+        }
+        do { try function.barWrite(r.window.bar, offset: r.window.offset + offset, width: width, value: value) } catch {
+            throw .transport("\(name): register write: \(error)")
+        }
+    }
+
+    private func common8(_ o: Int) throws(VirtioError) -> UInt8 { UInt8(truncatingIfNeeded: try read(common, o, 1)) }
+    private func common16(_ o: Int) throws(VirtioError) -> UInt16 { UInt16(truncatingIfNeeded: try read(common, o, 2)) }
+    private func common32(_ o: Int) throws(VirtioError) -> UInt32 { UInt32(truncatingIfNeeded: try read(common, o, 4)) }
+    /// 64-bit fields: two aligned 32-bit writes, low half first (`transport-pci.tex` access widths).
+    private func write64(_ o: Int, _ v: UInt64) throws(VirtioError) {
+        try write(common, o, 4, v & 0xFFFF_FFFF)
+        try write(common, o + 4, 4, v >> 32)
+    }
+
+    // MARK: VirtioTransport
+
+    public func readStatus() throws(VirtioError) -> DeviceStatus {
+        DeviceStatus(rawValue: try common8(VirtioPCI.deviceStatus))
+    }
+
+    public func writeStatus(_ status: DeviceStatus) throws(VirtioError) {
+        try write(common, VirtioPCI.deviceStatus, 1, UInt64(status.rawValue))
+    }
+
+    public func readDeviceFeatures() throws(VirtioError) -> FeatureSet {
+        var bits: UInt64 = 0
+        for select in 0..<2 {
+            try write(common, VirtioPCI.deviceFeatureSelect, 4, UInt64(select))
+            bits |= UInt64(try common32(VirtioPCI.deviceFeature)) << (32 * UInt64(select))
+        }
+        return FeatureSet(rawValue: bits)
+    }
+
+    public func writeDriverFeatures(_ features: FeatureSet) throws(VirtioError) {
+        for select in 0..<2 {
+            try write(common, VirtioPCI.driverFeatureSelect, 4, UInt64(select))
+            try write(common, VirtioPCI.driverFeature, 4, UInt64(features.word(select)))
+        }
+    }
+
+    public func numQueues() throws(VirtioError) -> Int { Int(try common16(VirtioPCI.numQueues)) }
+
+    private func select(_ queue: Int) throws(VirtioError) {
+        try write(common, VirtioPCI.queueSelect, 2, UInt64(queue))
+    }
+
+    public func queueMaxSize(_ queue: Int) throws(VirtioError) -> Int {
+        try select(queue)
+        return Int(try common16(VirtioPCI.queueSize))
+    }
+
+    public func setUpQueue(_ queue: Int, size: Int, addresses: QueueAddresses, vector: UInt16?,
+                           features: FeatureSet) throws(VirtioError) -> QueueSetup {
+        try select(queue)
+        if try common16(VirtioPCI.queueEnable) != 0 { throw .queueAlreadyEnabled(queue: queue) }
+        try write(common, VirtioPCI.queueSize, 2, UInt64(size))
+        try write64(VirtioPCI.queueDesc, addresses.descriptors)
+        try write64(VirtioPCI.queueDriver, addresses.driver)
+        try write64(VirtioPCI.queueDevice, addresses.device)
+        var granted: UInt16?
+        if let vector {
+            // The driver MUST read the vector back: NO_VECTOR means the device refused it.
+            try write(common, VirtioPCI.queueMSIXVector, 2, UInt64(vector))
+            let back = try common16(VirtioPCI.queueMSIXVector)
+            granted = back == vector ? vector : nil
+            if granted == nil { try write(common, VirtioPCI.queueMSIXVector, 2, UInt64(VirtioPCI.noVector)) }
+        }
+        let off = Int(try common16(VirtioPCI.queueNotifyOff))
+        let withData = features.contains(VirtioFeature.notificationData)
+        let width = withData ? 4 : 2
+        let offset = off * Int(layout.notifyMultiplier)
+        guard offset + width <= layout.notify.length else {
+            throw .transport("\(name): queue \(queue) doorbell at notify offset \(offset) (+\(width)) is outside the \(layout.notify.length)-byte notify window")
+        }
+        // With notification data the doorbell takes aligned 32-bit writes.
+        if withData, (layout.notify.offset + offset) % 4 != 0 {
+            throw .transport("\(name): queue \(queue) doorbell is not 4-byte aligned, but VIRTIO_F_NOTIFICATION_DATA needs 32-bit writes")
+        }
+        var value16 = UInt16(queue)
+        if features.contains(VirtioFeature.notifConfigData) {
+            value16 = try common16(VirtioPCI.queueNotifConfigData)
+        }
+        let target = NotifyTarget(pointer: notifyRegion.pointer.map { $0 + offset }, bar: layout.notify.bar,
+                                  offset: layout.notify.offset + offset, value16: value16, withData: withData)
+        return QueueSetup(notify: target, vector: granted)
+    }
+
+    public func enableQueue(_ queue: Int) throws(VirtioError) {
+        try select(queue)
+        try write(common, VirtioPCI.queueEnable, 2, 1)
+    }
+
+    public func resetQueue(_ queue: Int) throws(VirtioError) {
+        try select(queue)
+        try write(common, VirtioPCI.queueReset, 2, 1)
+        for _ in 0..<10_000 {
+            if try common16(VirtioPCI.queueReset) == 0 { return }
+            usleep(100)
+        }
+        throw .queueResetTimeout(queue: queue)
+    }
+
+    public func configGeneration() throws(VirtioError) -> UInt8 { try common8(VirtioPCI.configGeneration) }
+
+    public func readDeviceConfig(offset: Int, width: Int) throws(VirtioError) -> UInt64 {
+        guard let device else { throw .transport("\(name): the device has no device-specific configuration") }
+        return try read(device, offset, width)
+    }
+
+    public func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError) {
+        guard let device else { throw .transport("\(name): the device has no device-specific configuration") }
+        try write(device, offset, width, value)
+    }
+
+    /// Reading ISR clears it (only meaningful without MSI-X).
+    public func readISR() throws(VirtioError) -> UInt8 { UInt8(truncatingIfNeeded: try read(isr, 0, 1)) }
+
+    /// Programs config_msix_vector and reads it back; nil when the device refused it.
+    public func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16? {
+        try write(common, VirtioPCI.configMSIXVector, 2, UInt64(vector))
+        return try common16(VirtioPCI.configMSIXVector) == vector ? vector : nil
+    }
+
+    @inlinable @inline(__always)
+    public func notify(_ target: NotifyTarget, value: UInt32) {
+        if let p = target.pointer {
+            if target.withData { cshim_mmio_write32(p, value) } else { cshim_mmio_write16(p, UInt16(truncatingIfNeeded: value)) }
+            return
+        }
+        notifySlow(target, value: value)
+    }
+
+    @usableFromInline
+    func notifySlow(_ target: NotifyTarget, value: UInt32) {
+        do {
+            try function.barWrite(target.bar, offset: target.offset, width: target.withData ? 4 : 2, value: UInt64(value))
+        } catch {
+            if notifyError == nil { notifyError = error }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+import VirtioRing
+
+/// Copies bytes out of a chain's device-readable part and into its device-writable part,
+/// translating every element through the device's view of DMA memory.
+struct ChainIO<Memory: DeviceMemory> {
+    let elements: UnsafeMutableBufferPointer<ChainElement>
+    let chain: AvailableChain
+    let memory: Memory
+
+    var readableBytes: Int {
+        var n = 0
+        for i in 0..<chain.readableCount { n &+= Int(elements[i].length) }
+        return n
+    }
+    var writableBytes: Int { Int(chain.writableLength) }
+
+    /// Walks `length` bytes from byte `offset` of one part, handing each translated piece to `body`.
+    /// False when an element does not translate or the part is too short.
+    private func walk(writable: Bool, offset: Int, length: Int,
+                      _ body: (UnsafeMutableRawPointer, Int, Int) -> Void) -> Bool {
+        let range = writable ? chain.readableCount..<chain.elementCount : 0..<chain.readableCount
+        var skip = offset
+        var left = length
+        var done = 0
+        for i in range where left > 0 {
+            let e = elements[i]
+            let len = Int(e.length)
+            if skip >= len { skip -= len; continue }
+            let n = min(len - skip, left)
+            guard let p = memory.pointer(at: e.address &+ UInt64(skip), length: n) else { return false }
+            body(p, done, n)
+            done += n
+            left -= n
+            skip = 0
+        }
+        return left == 0
+    }
+
+    func read(at offset: Int, into dst: UnsafeMutableRawPointer, length: Int) -> Bool {
+        walk(writable: false, offset: offset, length: length) { p, done, n in (dst + done).copyMemory(from: p, byteCount: n) }
+    }
+
+    func write(at offset: Int, from src: UnsafeRawPointer, length: Int) -> Bool {
+        walk(writable: true, offset: offset, length: length) { p, done, n in p.copyMemory(from: src + done, byteCount: n) }
+    }
+
+    func fill(at offset: Int, length: Int, byte: UInt8) -> Bool {
+        walk(writable: true, offset: offset, length: length) { p, _, n in p.initializeMemory(as: UInt8.self, repeating: byte, count: n) }
+    }
+}

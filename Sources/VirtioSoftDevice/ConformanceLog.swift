@@ -1,0 +1,35 @@
+import Synchronization
+
+/// A driver action the software device saw, in order (control path only; notifies are counted).
+public enum SoftEvent: Sendable, Equatable {
+    /// device_status written with this value (0 = reset).
+    case status(UInt8)
+    /// device_status read while a reset was still in progress.
+    case statusReadDuringReset(UInt8)
+    case driverFeatures(select: UInt32, value: UInt32)
+    case queueField(queue: Int, field: String)
+    case queueEnable(queue: Int, value: UInt16)
+    case queueReset(queue: Int)
+    case commandRegister(UInt16)
+}
+
+/// A rule the driver broke, as seen from inside the device: the clause and what happened.
+public struct ConformanceViolation: Sendable, Equatable, CustomStringConvertible {
+    public let rule: String
+    public let detail: String
+    public var description: String { "\(detail) (\(rule))" }
+}
+
+/// The device's record of what the driver did and which rules it broke.
+public final class ConformanceLog: Sendable {
+    private let state = Mutex<([SoftEvent], [ConformanceViolation])>(([], []))
+
+    public var events: [SoftEvent] { state.withLock { $0.0 } }
+    public var violations: [ConformanceViolation] { state.withLock { $0.1 } }
+
+    func record(_ e: SoftEvent) { state.withLock { $0.0.append(e) } }
+    func violation(_ rule: String, _ detail: String) {
+        state.withLock { $0.1.append(ConformanceViolation(rule: rule, detail: detail)) }
+    }
+    public func clear() { state.withLock { $0 = ([], []) } }
+}

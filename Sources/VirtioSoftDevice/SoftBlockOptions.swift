@@ -1,0 +1,190 @@
+/// How a software virtio-blk device is built: `soft:blk,size=64M,queues=2,packed=off,...`.
+public struct SoftBlockOptions: Sendable, Equatable {
+    /// Capacity in bytes (a multiple of 512). With `file`, nil means the file's size.
+    public var size: UInt64? = 64 << 20
+    public var file: String?
+    public var queues = 1
+    /// The maximum queue size the device offers.
+    public var queueSize = 256
+    public var packed = true
+    public var inOrder = true
+    public var eventIdx = true
+    public var indirect = true
+    public var ringReset = true
+    public var notificationData = true
+    public var notifConfigData = false
+    public var flush = true
+    public var discard = true
+    public var writeZeroes = true
+    public var readOnly = false
+    /// Logical block size reported in blk_size.
+    public var blockSize = 512
+    public var segMax = 126
+    public var serial = "soft-blk"
+    /// MSI-X table size.
+    public var msixVectors = 8
+    /// Bytes of DMA memory the function offers the driver (rings, request headers, data buffers).
+    public var dmaBytes = 64 << 20
+
+    public init() {}
+
+    /// Every key `soft:blk` understands, with what it means (for errors and `--help`).
+    public static let keys: [(String, String)] = [
+        ("size", "capacity, e.g. 64M, 1G, 4096 (bytes; K/M/G suffixes are powers of two)"),
+        ("file", "back the disk with this file (created if missing; sized by `size` or by the file)"),
+        ("queues", "number of request queues (1-64)"),
+        ("queue_size", "maximum queue size offered (1-32768; a power of two when packed=off)"),
+        ("packed", "offer VIRTIO_F_RING_PACKED (on|off)"),
+        ("in_order", "offer VIRTIO_F_IN_ORDER (on|off)"),
+        ("event_idx", "offer VIRTIO_F_EVENT_IDX (on|off)"),
+        ("indirect", "offer VIRTIO_F_INDIRECT_DESC (on|off)"),
+        ("ring_reset", "offer VIRTIO_F_RING_RESET (on|off)"),
+        ("notification_data", "offer VIRTIO_F_NOTIFICATION_DATA (on|off)"),
+        ("notif_config_data", "offer VIRTIO_F_NOTIF_CONFIG_DATA (on|off)"),
+        ("flush", "offer VIRTIO_BLK_F_FLUSH (on|off)"),
+        ("discard", "offer VIRTIO_BLK_F_DISCARD (on|off)"),
+        ("write_zeroes", "offer VIRTIO_BLK_F_WRITE_ZEROES (on|off)"),
+        ("ro", "read-only device, VIRTIO_BLK_F_RO (on|off)"),
+        ("block_size", "logical block size: 512, 1024, 2048 or 4096"),
+        ("seg_max", "maximum data segments per request (1-1024)"),
+        ("serial", "GET_ID serial (up to 20 bytes)"),
+        ("msix", "MSI-X vectors (1-2048)"),
+        ("dma", "DMA memory offered to the driver, e.g. 64M"),
+    ]
+
+    /// Parses `key=value` pairs; every error names the key and what is allowed.
+    public init(parsing pairs: [String]) throws(SoftDeviceError) {
+        self.init()
+        var sizeGiven = false
+        for pair in pairs where !pair.isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            let key = parts[0].lowercased().replacingDash()
+            guard parts.count == 2, !parts[1].isEmpty else {
+                throw .badOption("'\(pair)' is not key=value")
+            }
+            let value = parts[1]
+            func flag() throws(SoftDeviceError) -> Bool {
+                switch value.lowercased() {
+                case "on", "yes", "true", "1": return true
+                case "off", "no", "false", "0": return false
+                default: throw .badOption("\(key)=\(value): expected on or off")
+                }
+            }
+            func int(_ range: ClosedRange<Int>) throws(SoftDeviceError) -> Int {
+                guard let n = Int(value), range.contains(n) else {
+                    throw .badOption("\(key)=\(value): expected a number in \(range.lowerBound)...\(range.upperBound)")
+                }
+                return n
+            }
+            switch key {
+            case "size":
+                guard let n = parseByteSize(value), n > 0 else { throw .badOption("size=\(value): expected bytes like 64M, 1G or 1048576") }
+                size = n
+                sizeGiven = true
+            case "file": file = value
+            case "queues": queues = try int(1...64)
+            case "queue_size": queueSize = try int(1...32768)
+            case "packed": packed = try flag()
+            case "in_order": inOrder = try flag()
+            case "event_idx": eventIdx = try flag()
+            case "indirect": indirect = try flag()
+            case "ring_reset": ringReset = try flag()
+            case "notification_data": notificationData = try flag()
+            case "notif_config_data": notifConfigData = try flag()
+            case "flush": flush = try flag()
+            case "discard": discard = try flag()
+            case "write_zeroes": writeZeroes = try flag()
+            case "ro": readOnly = try flag()
+            case "block_size":
+                let n = try int(512...4096)
+                guard [512, 1024, 2048, 4096].contains(n) else { throw .badOption("block_size=\(value): expected 512, 1024, 2048 or 4096") }
+                blockSize = n
+            case "seg_max": segMax = try int(1...1024)
+            case "serial":
+                guard value.utf8.count <= 20 else { throw .badOption("serial=\(value): at most 20 bytes") }
+                serial = value
+            case "msix": msixVectors = try int(1...2048)
+            case "dma":
+                guard let n = parseByteSize(value), n >= 1 << 20, n <= 1 << 34 else {
+                    throw .badOption("dma=\(value): expected 1M to 16G")
+                }
+                dmaBytes = Int(n)
+            default:
+                throw .badOption("unknown key '\(key)'; soft:blk understands " + Self.keys.map(\.0).joined(separator: ", "))
+            }
+        }
+        if file != nil && !sizeGiven { size = nil }
+        if let size, size % UInt64(blockSize) != 0 {
+            throw .badOption("size=\(size): not a multiple of the \(blockSize)-byte block size")
+        }
+        if !packed, queueSize & (queueSize - 1) != 0 {
+            throw .badOption("queue_size=\(queueSize): split rings (packed=off) need a power of two")
+        }
+    }
+}
+
+extension String {
+    func replacingDash() -> String { String(map { $0 == "-" ? "_" : $0 }) }
+}
+
+/// `64M`, `1G`, `4096`, `512K` (binary multiples) to bytes.
+public func parseByteSize(_ text: String) -> UInt64? {
+    var digits = text.uppercased()
+    var scale: UInt64 = 1
+    if digits.hasSuffix("IB") { digits.removeLast(2) } else if digits.hasSuffix("B") { digits.removeLast() }
+    switch digits.last {
+    case "K": scale = 1 << 10
+    case "M": scale = 1 << 20
+    case "G": scale = 1 << 30
+    case "T": scale = 1 << 40
+    default: break
+    }
+    if scale != 1 { digits.removeLast() }
+    guard let n = UInt64(digits) else { return nil }
+    let (r, overflow) = n.multipliedReportingOverflow(by: scale)
+    return overflow ? nil : r
+}
+
+/// Why a software device could not be built or used.
+public enum SoftDeviceError: Error, Sendable, Equatable, CustomStringConvertible {
+    case badOption(String)
+    case backing(String)
+    case dma(String)
+
+    public var description: String {
+        switch self {
+        case let .badOption(why): "soft:blk: \(why)"
+        case let .backing(why): "soft:blk backing store: \(why)"
+        case let .dma(why): "soft device DMA memory: \(why)"
+        }
+    }
+}
+
+/// Deliberate misbehaviour for conformance tests of the driver (never on by default).
+public struct SoftFaults: Sendable, Equatable {
+    /// device_status keeps reading its old value for this many reads after a reset write.
+    public var resetDelayReads = 0
+    /// FEATURES_OK does not stick when the driver accepts any of these bits.
+    public var rejectFeatures: [Int] = []
+    /// config_generation changes (and the config is rewritten) on this many device-config reads.
+    public var configChurnReads = 0
+    /// Every MSI-X vector write reads back NO_VECTOR.
+    public var refuseVectors = false
+    /// After this many requests the device sets DEVICE_NEEDS_RESET and stops.
+    public var needsResetAfterRequests: Int?
+    /// VERSION_1 is not offered (a legacy-only device).
+    public var omitVersion1 = false
+    /// The common configuration capability reports this length instead of 0x40.
+    public var commonLength: Int?
+    /// A capability's BAR window runs past the BAR (the common configuration's).
+    public var commonOutsideBAR = false
+    /// The capability list loops back on itself.
+    public var capabilityLoop = false
+    /// The notify capability has a multiplier that is not a power of two.
+    public var oddNotifyMultiplier = false
+    /// queue_reset keeps reading 1 for this many reads.
+    public var queueResetDelayReads = 0
+    /// Requests complete with this status byte instead of the real one.
+    public var statusOverride: UInt8?
+    public init() {}
+}

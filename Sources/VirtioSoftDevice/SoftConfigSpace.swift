@@ -1,0 +1,73 @@
+import VirtioCore
+import VirtioPCI
+
+/// Where the software function puts things (BAR 4 holds the virtio structures, BAR 1 MSI-X).
+enum SoftBAR {
+    static let virtio = 4
+    static let virtioSize = 0x4000
+    static let common = 0x0000
+    static let isr = 0x1000
+    static let device = 0x2000
+    static let notify = 0x3000
+    static let notifyMultiplier = 4
+    static let msix = 1
+    static let msixSize = 0x1000
+    static let msixPBA = 0x800
+    static let pciCfgCap = 0x84
+    static let pciCfgData = pciCfgCap + 16
+
+    /// The virtio structures' windows in BAR 4.
+    static func windows(queues: Int, deviceConfig: Int) -> [Range<Int>] {
+        [common..<common + 0x40, isr..<isr + 4, device..<device + deviceConfig,
+         notify..<notify + max(queues, 1) * notifyMultiplier]
+    }
+}
+
+/// Builds the 256-byte configuration space: header, virtio vendor capabilities and MSI-X.
+func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLength: Int, msixVectors: Int,
+                      faults: SoftFaults) -> [UInt8] {
+    var c = [UInt8](repeating: 0, count: 256)
+    func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
+        withUnsafeBytes(of: v.littleEndian) { for (i, b) in $0.enumerated() { c[at + i] = b } }
+    }
+    put(VirtioPCI.vendorID, PCIConfig.vendorID)
+    put(UInt16(0x1040) + deviceType.rawValue, PCIConfig.deviceID)
+    put(UInt16(PCIConfig.statusCapabilityList), PCIConfig.status)
+    c[PCIConfig.revision] = 1
+    c[PCIConfig.classCode + 2] = deviceType == .block ? 0x01 : 0xFF  // mass storage
+    // BAR 1: 32-bit memory (MSI-X); BAR 4/5: 64-bit memory (virtio structures).
+    put(UInt32(0xFEB0_0000), PCIConfig.bar0 + 4 * SoftBAR.msix)
+    put(UInt32(0xFE00_0004), PCIConfig.bar0 + 4 * SoftBAR.virtio)
+    put(VirtioPCI.vendorID, PCIConfig.subsystemVendorID)
+    put(UInt16(0x1100), PCIConfig.subsystemID)
+    c[PCIConfig.capabilitiesPointer] = 0x40
+
+    var at = 0x40
+    func vendorCap(type: UInt8, offset: Int, length: Int, extra: UInt32? = nil, next: Int) {
+        c[at] = PCIConfig.capabilityVendor
+        c[at + 1] = UInt8(next)
+        c[at + 2] = extra == nil ? 16 : 20
+        c[at + 3] = type
+        c[at + 4] = UInt8(SoftBAR.virtio)
+        put(UInt32(offset), at + 8)
+        put(UInt32(length), at + 12)
+        if let extra { put(extra, at + 16) }
+    }
+    let commonLength = faults.commonLength ?? VirtioPCI.commonFullLength
+    let commonOffset = faults.commonOutsideBAR ? SoftBAR.virtioSize - 0x20 : SoftBAR.common
+    vendorCap(type: VirtioPCI.capCommon, offset: commonOffset, length: commonLength, next: 0x50); at = 0x50
+    vendorCap(type: VirtioPCI.capISR, offset: SoftBAR.isr, length: 4, next: 0x60); at = 0x60
+    vendorCap(type: VirtioPCI.capDevice, offset: SoftBAR.device, length: deviceConfigLength, next: 0x70); at = 0x70
+    let multiplier = faults.oddNotifyMultiplier ? 6 : SoftBAR.notifyMultiplier
+    vendorCap(type: VirtioPCI.capNotify, offset: SoftBAR.notify, length: max(queues, 1) * SoftBAR.notifyMultiplier,
+              extra: UInt32(multiplier), next: 0x84); at = 0x84
+    // PCI_CFG access capability: bar/offset/length/data are the driver's to write.
+    vendorCap(type: VirtioPCI.capPCICfg, offset: 0, length: 0, extra: 0, next: 0x98)
+    // MSI-X: table in BAR 1 at 0, PBA at 0x800.
+    c[0x98] = PCIConfig.capabilityMSIX
+    c[0x99] = faults.capabilityLoop ? 0x40 : 0
+    put(UInt16(msixVectors - 1), 0x9A)
+    put(UInt32(SoftBAR.msix), 0x9C)
+    put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), 0xA0)
+    return c
+}

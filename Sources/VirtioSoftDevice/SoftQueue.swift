@@ -1,0 +1,202 @@
+import CShim
+import Synchronization
+import VirtioCore
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The device side of one ring, through pointers so it can be switched on in place.
+enum DeviceRingStorage: @unchecked Sendable {
+    case split(UnsafeMutablePointer<SplitDeviceQueue<DMAArena>>)
+    case packed(UnsafeMutablePointer<PackedDeviceQueue<DMAArena>>)
+}
+
+/// What the register model hands a queue when the driver enables it.
+struct QueueStart {
+    let size: Int
+    let addresses: QueueAddresses
+    let packed: Bool
+    let features: RingFeatures
+    let interruptFD: Int32?
+}
+
+/// Mutable state of one device queue; only touched under its queue's lock.
+struct EngineState: @unchecked Sendable {
+    var ring: DeviceRingStorage?
+    var inOrder = false
+    var interruptFD: Int32?
+    let scratch: UnsafeMutableBufferPointer<ChainElement>
+    var batchIDs: UnsafeMutableBufferPointer<UInt16>
+    var batchLengths: UnsafeMutableBufferPointer<UInt32>
+    var batchDescriptors: UnsafeMutableBufferPointer<UInt16>
+}
+
+/// One device queue of the software function: pops requests, hands them to the personality,
+/// and returns them in order under IN_ORDER and deliberately out of order (reversed per batch) otherwise.
+final class SoftQueue: @unchecked Sendable {
+    let index: Int
+    let state: Mutex<EngineState>
+    let notifyCount = Atomic<Int>(0)
+    let lastNotifyValue = Atomic<UInt32>(0)
+    let interruptCount = Atomic<Int>(0)
+    /// The longest chain the device accepts (direct chains are also bounded by the queue size).
+    static let chainLimit = 1024
+
+    init(index: Int, maxSize: Int) {
+        self.index = index
+        state = Mutex(EngineState(
+            scratch: .allocate(capacity: Self.chainLimit),
+            batchIDs: .allocate(capacity: maxSize), batchLengths: .allocate(capacity: maxSize),
+            batchDescriptors: .allocate(capacity: maxSize)))
+    }
+
+    deinit {
+        state.withLock { s in
+            Self.release(&s)
+            s.scratch.deallocate()
+            s.batchIDs.deallocate()
+            s.batchLengths.deallocate()
+            s.batchDescriptors.deallocate()
+        }
+    }
+
+    private static func release(_ s: inout EngineState) {
+        switch s.ring {
+        case let .split(p)?: p.deinitialize(count: 1); p.deallocate()
+        case let .packed(p)?: p.deinitialize(count: 1); p.deallocate()
+        case nil: break
+        }
+        s.ring = nil
+    }
+
+    var isRunning: Bool { state.withLock { $0.ring != nil } }
+
+    /// Attaches the device side to the rings the driver programmed; nil on success, else why not.
+    func start(_ q: QueueStart, memory: DMAArena) -> String? {
+        let ringBytes: (Int, Int, Int)
+        if q.packed {
+            guard let l = try? PackedLayout(queueSize: q.size) else { return "queue size \(q.size) is invalid for a packed ring" }
+            ringBytes = (l.descriptorRingSize, PackedLayout.eventSuppressionSize, PackedLayout.eventSuppressionSize)
+        } else {
+            guard let l = try? SplitLayout(queueSize: q.size) else {
+                return "queue size \(q.size) is not a power of two (split rings MUST use one)"
+            }
+            ringBytes = (l.descriptorTableSize, l.availRingSize, l.usedRingSize)
+        }
+        let a = q.addresses
+        guard let d = memory.pointer(at: a.descriptors, length: ringBytes.0),
+              let dr = memory.pointer(at: a.driver, length: ringBytes.1),
+              let dv = memory.pointer(at: a.device, length: ringBytes.2) else {
+            return "ring addresses desc 0x\(String(a.descriptors, radix: 16)) driver 0x\(String(a.driver, radix: 16)) device 0x\(String(a.device, radix: 16)) are outside DMA memory"
+        }
+        let alignOK = q.packed ? a.descriptors % 16 == 0 && a.driver % 4 == 0 && a.device % 4 == 0
+                               : a.descriptors % 16 == 0 && a.driver % 2 == 0 && a.device % 4 == 0
+        guard alignOK else { return "ring areas are not aligned as the layout requires" }
+        state.withLock { s in
+            Self.release(&s)
+            if q.packed {
+                let p = UnsafeMutablePointer<PackedDeviceQueue<DMAArena>>.allocate(capacity: 1)
+                p.initialize(to: PackedDeviceQueue(layout: try! PackedLayout(queueSize: q.size), descriptors: d,
+                                                   driverArea: dr, deviceArea: dv, memory: memory, features: q.features))
+                s.ring = .packed(p)
+            } else {
+                let p = UnsafeMutablePointer<SplitDeviceQueue<DMAArena>>.allocate(capacity: 1)
+                p.initialize(to: SplitDeviceQueue(layout: try! SplitLayout(queueSize: q.size), descriptors: d,
+                                                  driverArea: dr, deviceArea: dv, memory: memory, features: q.features))
+                s.ring = .split(p)
+            }
+            s.inOrder = q.features.inOrder
+            s.interruptFD = q.interruptFD
+        }
+        return nil
+    }
+
+    func stop() { state.withLock { Self.release(&$0) } }
+
+    /// Serves everything available. Returns a description of the first rule the driver broke, if any.
+    func process<P: SoftPersonality>(personality: P, memory: DMAArena, negotiated: FeatureSet,
+                                     faults: SoftFaults, isr: borrowing Atomic<UInt8>) -> String? {
+        state.withLock { s -> String? in
+            switch s.ring {
+            case let .split(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
+            case let .packed(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
+            case nil: return "queue \(index) was notified but is not enabled"
+            }
+        }
+    }
+
+    private func drain<R: DeviceRing & ~Copyable, P: SoftPersonality>(
+        _ ring: inout R, _ s: inout EngineState, _ personality: P, _ memory: DMAArena, _ negotiated: FeatureSet,
+        _ faults: SoftFaults, _ isr: borrowing Atomic<UInt8>
+    ) -> String? {
+        var failure: String?
+        // Work with notifications off, then re-arm; re-arming reports buffers that raced in.
+        ring.disableAvailNotifications()
+        repeat {
+            var n = 0
+            while n < s.batchIDs.count {
+                let chain: AvailableChain?
+                do { chain = try ring.popAvailable(into: s.scratch) } catch {
+                    failure = "queue \(index): \(error)"
+                    break
+                }
+                guard let chain else { break }
+                switch personality.handle(queue: index, chain: chain, elements: s.scratch, memory: memory,
+                                          negotiated: negotiated) {
+                case let .used(length):
+                    s.batchIDs[n] = chain.id
+                    s.batchLengths[n] = length
+                    s.batchDescriptors[n] = chain.ringDescriptors
+                    n += 1
+                case let .malformed(why):
+                    failure = "queue \(index): \(why)"
+                }
+                if failure != nil { break }
+                if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served >= limit {
+                    failure = "fault injected: DEVICE_NEEDS_RESET after \(limit) requests"
+                    break
+                }
+            }
+            complete(&ring, &s, count: n, isr: isr)
+            if failure != nil { return failure }
+            if n == 0 { break }
+        } while true
+        if ring.enableAvailNotifications() {
+            return drain(&ring, &s, personality, memory, negotiated, faults, isr)
+        }
+        return nil
+    }
+
+    /// Returns a batch: one in-order batch entry, or single entries in reverse order.
+    private func complete<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, count n: Int,
+                                                     isr: borrowing Atomic<UInt8>) {
+        guard n > 0 else { return }
+        if s.inOrder {
+            if n > 1 {
+                var descriptors: UInt16 = 0
+                for i in 0..<n { descriptors &+= s.batchDescriptors[i] }
+                // In-order: one used entry for the last buffer retires the whole batch.
+                ring.pushUsedBatch(lastID: s.batchIDs[n - 1], length: s.batchLengths[n - 1],
+                                   buffers: UInt16(n), ringDescriptors: descriptors)
+            } else {
+                ring.pushUsed(id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
+            }
+        } else {
+            var i = n - 1
+            while i >= 0 {
+                ring.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])
+                i -= 1
+            }
+        }
+        if ring.needsInterrupt() {
+            interruptCount.add(1, ordering: .relaxed)
+            if let fd = s.interruptFD {
+                var one: UInt64 = 1
+                _ = write(fd, &one, 8)
+            } else {
+                isr.bitwiseOr(1, ordering: .acquiringAndReleasing)  // INTx: the queue-interrupt ISR bit
+            }
+        }
+    }
+}
