@@ -46,7 +46,7 @@ public struct QueueSetup: Sendable {
 
 /// One way of reaching a virtio device's registers: PCI over VFIO, vfio-user, or the software device.
 /// Methods that touch registers throw; `notify` is the hot path and does not.
-public protocol VirtioTransport: AnyObject {
+public protocol VirtioTransport: AnyObject, SendableMetatype {
     /// How a person names the device: `soft:blk`, `0000:00:04.0`.
     var name: String { get }
     var deviceType: VirtioDeviceType? { get }
@@ -77,4 +77,10 @@ public protocol VirtioTransport: AnyObject {
     func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError)
     /// Rings the doorbell with `value` (16 or 32 bits as `target` says). Never blocks.
     func notify(_ target: NotifyTarget, value: UInt32)
+}
+
+/// Transports that can describe how they reach the device (for `virtioctl info`).
+public protocol TransportDescribing {
+    /// Ordered key/value facts: capability windows, MSI-X, backend.
+    var transportDetails: [(String, String)] { get }
 }

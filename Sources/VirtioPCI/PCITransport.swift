@@ -237,3 +237,22 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         }
     }
 }
+
+extension PCITransport: TransportDescribing {
+    public var transportDetails: [(String, String)] {
+        func w(_ x: BARWindow?) -> String {
+            guard let x else { return "none" }
+            return "BAR \(x.bar) +0x\(String(x.offset, radix: 16)), \(x.length) bytes" + (function.bar(x.bar)?.mapped == nil ? "" : ", mapped")
+        }
+        var out: [(String, String)] = [
+            ("transport", "virtio PCI (modern)"),
+            ("common_cfg", w(layout.common)),
+            ("notify", w(layout.notify) + ", multiplier \(layout.notifyMultiplier)"),
+            ("isr", w(layout.isr)),
+            ("device_cfg", w(layout.device)),
+            ("msix_vectors", layout.msixVectors.map(String.init) ?? "none"),
+        ]
+        for (i, why) in layout.ignored.enumerated() { out.append(("ignored_capability_\(i)", why)) }
+        return out
+    }
+}

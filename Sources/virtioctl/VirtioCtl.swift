@@ -1,12 +1,12 @@
 import ArgumentParser
 
-/// The one CLI. Until the driver exists (issue 3) it has the ring demo only.
+/// The one CLI: attach, inspect and drive virtio devices.
 @main
 struct VirtioCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtioctl",
         abstract: "Userspace virtio driver control.",
-        subcommands: [Demo.self])
+        subcommands: [Demo.self, Info.self, Blk.self, RingDemoCommand.self])
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {

@@ -3,8 +3,9 @@ import VirtioRing
 
 extension VirtioCtl {
     /// Ring demo: the driver side against the device side in one process, moving verified data.
-    struct Demo: ParsableCommand {
+    struct RingDemoCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "ring-demo",
             abstract: "Run the driver side of a ring against the device side and move verified data.",
             discussion: "The device offers packed, in-order, event idx and indirect; options switch each off.")
 
@@ -38,7 +39,7 @@ extension VirtioCtl {
                     + "\"notifications_sent\": \(report.notifications), \"notifications_suppressed\": \(report.suppressed), "
                     + "\"interrupts\": \(report.interrupts)}")
             } else {
-                print("virtioctl demo: ring driver side against the ring device side, in one process")
+                print("virtioctl ring-demo: ring driver side against the ring device side, in one process")
                 print("negotiated:    \(names.joined(separator: " "))")
                 print("queue:         \(layout.rawValue), size \(queueSize)")
                 print("moved:         \(report.buffers) buffers, \(report.bytes) bytes written by the device, "

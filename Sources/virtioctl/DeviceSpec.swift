@@ -1,0 +1,52 @@
+import VirtioSoftDevice
+
+/// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), or `vfio-user:PATH`.
+enum DeviceSpec: Equatable {
+    case softBlock(SoftBlockOptions)
+    case pci(String)
+    case vfioUser(String)
+
+    static let syntax = "soft:blk[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH"
+
+    init(parsing text: String) throws(CLIError) {
+        if text.hasPrefix("soft:") {
+            let parts = text.dropFirst(5).split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard parts.first == "blk" else {
+                throw CLIError("unknown software device '\(parts.first ?? "")' in '\(text)'; software devices: blk")
+            }
+            do { self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst()))) } catch {
+                throw CLIError("\(error)")
+            }
+        } else if text.hasPrefix("vfio-user:") {
+            let path = String(text.dropFirst("vfio-user:".count))
+            guard !path.isEmpty else { throw CLIError("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
+            self = .vfioUser(path)
+        } else if let address = Self.pciAddress(text) {
+            self = .pci(address)
+        } else {
+            throw CLIError("cannot read device '\(text)'; expected \(Self.syntax)")
+        }
+    }
+
+    /// `DDDD:BB:DD.F` or `BB:DD.F` (domain 0000), hex, normalised to lower case with the domain.
+    static func pciAddress(_ text: String) -> String? {
+        let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        let (domain, bus, devfn): (String, String, String)
+        switch parts.count {
+        case 3: (domain, bus, devfn) = (parts[0], parts[1], parts[2])
+        case 2: (domain, bus, devfn) = ("0000", parts[0], parts[1])
+        default: return nil
+        }
+        let df = devfn.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard df.count == 2, domain.count == 4, bus.count == 2, df[0].count == 2, df[1].count == 1,
+              let _ = UInt16(domain, radix: 16), let _ = UInt8(bus, radix: 16),
+              let dev = UInt8(df[0], radix: 16), dev < 32, let fn = UInt8(df[1], radix: 16), fn < 8 else { return nil }
+        return "\(domain):\(bus):\(df[0]).\(df[1])"
+    }
+}
+
+/// An error the CLI reports as-is on stderr, exiting non-zero.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
