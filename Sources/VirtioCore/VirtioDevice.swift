@@ -168,19 +168,17 @@ public final class VirtioDevice<T: VirtioTransport> {
         return q
     }
 
-    /// VIRTIO_F_RING_RESET: resets one queue (its buffers are dropped, the caller owns their fate)
+    /// VIRTIO_F_RING_RESET: resets one queue (its buffers are dropped; the caller owns their fate)
     /// and sets it up again from a clean ring in the same memory.
-    public func resetQueue(_ queue: consuming Virtqueue<T>) throws(VirtioError) -> Virtqueue<T> {
+    public func resetQueue(_ queue: inout Virtqueue<T>) throws(VirtioError) {
         guard has(VirtioFeature.ringReset) else { throw .featureNotNegotiated("VIRTIO_F_RING_RESET") }
-        let index = queue.index, size = queue.size, features = queue.features, vector = queue.vector
-        let packed = queue.layout == .packed, memory = queue.ringMemory
-        let info = queues.first { $0.index == index }
-        _ = consume queue
+        let index = queue.index
+        let indirect = queues.first { $0.index == index }?.indirect == true
         try transport.resetQueue(index)
-        let q = try buildQueue(index: index, size: size, packed: packed, features: features,
-                               indirectElements: info?.indirect == true ? -1 : 0, vector: vector, memory: memory)
+        let fresh = try buildQueue(index: index, size: queue.size, packed: queue.layout == .packed, features: queue.features,
+                                   indirectElements: indirect ? -1 : 0, vector: queue.vector, memory: queue.ringMemory)
+        queue = fresh
         try transport.enableQueue(index)
-        return q
     }
 
     // Indirect tables live after the ring in the same region; -1 reuses the size found there.

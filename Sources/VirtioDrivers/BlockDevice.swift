@@ -114,6 +114,17 @@ public final class BlockDevice<T: VirtioTransport> {
         return queues + index
     }
 
+    /// VIRTIO_F_RING_RESET: resets queue `index` and sets it up again. Requests in flight on it
+    /// are dropped (returns how many); the device never completes them.
+    @discardableResult
+    public func resetQueue(_ index: Int) throws(BlockError) -> Int {
+        guard index >= 0, index < queueCount else { throw .noSuchQueue(index, available: queueCount) }
+        let dropped = queues[index].inFlight
+        do { try device.resetQueue(&queues[index].virtqueue) } catch { throw .virtio(error) }
+        queues[index].forgetInFlight()
+        return dropped
+    }
+
     /// Per-queue counters.
     public func counters(queue: Int) -> QueueCounters { queues[queue].virtqueue.counters }
 

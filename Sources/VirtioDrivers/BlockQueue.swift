@@ -102,6 +102,12 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         scratch.deallocate()
     }
 
+    /// After a queue reset: every request in flight is gone; their slots are free again.
+    mutating func forgetInFlight() {
+        for i in 0..<slotCount { freeSlots[i] = UInt16(slotCount - 1 - i) }
+        freeCount = slotCount
+    }
+
     /// Requests submitted and not yet completed.
     public var inFlight: Int { slotCount - freeCount }
     /// How many more requests can be submitted right now (each may need several descriptors).

@@ -39,8 +39,10 @@ extension SoftPCIFunction {
             case 0x14:
                 if r.resetReadsLeft > 0 {
                     r.resetReadsLeft -= 1
-                    log.record(.statusReadDuringReset(r.statusBeforeReset))
-                    return UInt32(r.statusBeforeReset)
+                    // Still resetting: the old status (never 0, or the driver could not tell).
+                    let busy = r.statusBeforeReset == 0 ? DeviceStatus.acknowledge.rawValue : r.statusBeforeReset
+                    log.record(.statusReadDuringReset(busy))
+                    return UInt32(busy)
                 }
                 return UInt32(r.status | needsResetBit)
             case 0x15: return UInt32(r.generation)

@@ -50,7 +50,7 @@ struct InfoReport: BlockDeviceUser, Codable {
     }
 
     func print() {
-        func line(_ k: String, _ v: String) { Swift.print(k.padding(toLength: 14, withPad: " ", startingAt: 0) + v) }
+        func line(_ k: String, _ v: String) { Swift.print(k.padding(toLength: 16, withPad: " ", startingAt: 0) + v) }
         line("device", "\(device) (virtio \(type))")
         line("status", status.joined(separator: " | "))
         if let serial { line("serial", serial) }

@@ -5,6 +5,7 @@ import VirtioCore
 func printJSON<V: Encodable>(_ value: V) throws {
     let e = JSONEncoder()
     e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    e.keyEncodingStrategy = .convertToSnakeCase
     print(String(decoding: try e.encode(value), as: UTF8.self))
 }
 
