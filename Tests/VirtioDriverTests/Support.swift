@@ -31,3 +31,10 @@ func fill(_ region: DMARegion, lba: UInt64, gen: UInt64) {
 }
 
 func bytes(_ region: DMARegion) -> [UInt8] { Array(UnsafeRawBufferPointer(start: region.pointer, count: region.length)) }
+
+/// What `fill` writes, as plain bytes.
+func patternBytes(lba: UInt64, gen: UInt64, length: Int) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: length)
+    out.withUnsafeMutableBytes { fill(DMARegion(pointer: $0.baseAddress!, deviceAddress: 0, length: length), lba: lba, gen: gen) }
+    return out
+}
