@@ -168,7 +168,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         }
         let inside = bar == SoftBAR.virtio && (SoftBAR.windows(queues: queues.count, deviceConfig: deviceConfig.count)
             .contains { off >= $0.lowerBound && off + len <= $0.upperBound })
-        guard [1, 2, 4].contains(len), off % len == 0, inside else {
+        guard len > 0, len <= 4, len & (len - 1) == 0, off % len == 0, inside else {
             violation("transport-pci.tex PCI configuration access capability: accesses are aligned, 1, 2 or 4 bytes, inside another capability's window",
                       "PCI_CFG access of \(len) bytes at BAR \(bar) offset 0x\(String(off, radix: 16))")
             return 0
@@ -181,7 +181,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     }
 
     private func checkConfigAccess(_ offset: Int, _ width: Int) throws(PCIError) {
-        guard [1, 2, 4].contains(width) else { throw .badWidth(width) }
+        guard width > 0, width <= 4, width & (width - 1) == 0 else { throw .badWidth(width) }
         guard offset >= 0, offset + width <= 256, offset % width == 0 else {
             throw .outOfRange(what: "config space", offset: offset, width: width, limit: 256)
         }
@@ -239,7 +239,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
 
     private func checkBARAccess(_ index: Int, _ offset: Int, _ width: Int) throws(PCIError) {
         guard let info = bar(index) else { throw .noSuchBAR(index) }
-        guard [1, 2, 4, 8].contains(width) else { throw .badWidth(width) }
+        guard width > 0, width <= 8, width & (width - 1) == 0 else { throw .badWidth(width) }
         guard offset >= 0, offset + width <= info.size else {
             throw .outOfRange(what: "BAR \(index)", offset: offset, width: width, limit: info.size)
         }
