@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (idempotent; quick when already there).
-# Nothing is needed yet beyond the Swift toolchain the machine ships; later issues add
+# Nothing is needed yet beyond the Swift toolchain the machine ships (swift-log and swift-system
+# come from its package copy); later issues add
 # libpci-dev (PCI discovery) and qemu (real-device tests) here.
 set -euo pipefail
 need=()
