@@ -22,19 +22,18 @@ public struct FeaturePolicy: Sendable, Equatable {
     /// - Parameters:
     ///   - offered: what device_feature reported.
     ///   - deviceTypeBits: the device-type bits the driver for this device understands.
-    ///   - adminQueueAvailable: whether the transport can reach admin queue registers.
+    ///   - transportCannot: bits the transport cannot support on this device (a register window
+    ///     too short for them, a doorbell that cannot take 32-bit writes).
     public func negotiate(offered: FeatureSet, deviceTypeBits: FeatureSet, deviceType: VirtioDeviceType?,
-                          adminQueueAvailable: Bool) throws(VirtioError) -> FeatureSet {
+                          transportCannot: FeatureSet = []) throws(VirtioError) -> FeatureSet {
         func names(_ s: FeatureSet) -> [String] { FeatureNames.names(s, deviceType: deviceType) }
         // VERSION_1 MUST be accepted; a device without it is legacy-only.
         guard offered.contains(VirtioFeature.version1) else { throw .legacyDevice }
         let conflict = required.intersection(forcedOff)
         guard conflict.isEmpty else { throw .featureRequiredAndForcedOff(names(conflict)) }
-        if forcedOff.contains(VirtioFeature.version1) {
-            throw .requiredFeatureUnsupported(["VIRTIO_F_VERSION_1 cannot be forced off (the driver speaks virtio 1.x only)"])
-        }
+        if forcedOff.contains(VirtioFeature.version1) { throw .version1ForcedOff }
         var understood = Self.defaultAccepted.union(deviceTypeBits).subtracting(VirtioFeature.legacyOnly)
-        if !adminQueueAvailable { understood.remove(VirtioFeature.adminVQ) }
+        understood = understood.subtracting(transportCannot)
         let unsupported = required.subtracting(understood)
         guard unsupported.isEmpty else { throw .requiredFeatureUnsupported(names(unsupported)) }
         let missing = required.subtracting(offered)

@@ -77,7 +77,7 @@ public final class VirtioDevice<T: VirtioTransport> {
             offered = try transport.readDeviceFeatures()
             logger.debug("offered features", metadata: ["features": "\(names(offered))"])
             let accept = try policy.negotiate(offered: offered, deviceTypeBits: deviceTypeBits, deviceType: deviceType,
-                                              adminQueueAvailable: transport.adminQueueRegistersAvailable)
+                                              transportCannot: transport.unsupportedFeatures)
             try transport.writeDriverFeatures(accept)
             status.insert(.featuresOK)
             try transport.writeStatus(status)
@@ -151,7 +151,7 @@ public final class VirtioDevice<T: VirtioTransport> {
         let maxSize = try transport.queueMaxSize(index)
         guard maxSize > 0 else { throw .queueUnavailable(queue: index) }
         let packed = has(VirtioFeature.ringPacked)
-        var n = min(size ?? maxSize, maxSize)
+        var n = min(size ?? maxSize, maxSize, maxQueueSize)
         if !packed { n = 1 << (Int.bitWidth - 1 - n.leadingZeroBitCount) }  // largest power of two <= n
         guard n >= 1, n <= maxQueueSize else {
             throw .invalidQueueSize(queue: index, size: size ?? maxSize, maximum: maxSize, packed: packed)

@@ -7,6 +7,7 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
     case requiredFeatureNotOffered([String])
     case requiredFeatureUnsupported([String])
     case featureRequiredAndForcedOff([String])
+    case version1ForcedOff
     /// FEATURES_OK did not stick: the device rejected the subset.
     case featuresRejected([String])
     case resetTimeout(status: UInt8)
@@ -34,6 +35,8 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
             "required feature(s) this driver cannot use: \(n.joined(separator: ", "))"
         case let .featureRequiredAndForcedOff(n):
             "feature(s) both required and forced off: \(n.joined(separator: ", "))"
+        case .version1ForcedOff:
+            "VIRTIO_F_VERSION_1 cannot be forced off: this driver speaks virtio 1.x only"
         case let .featuresRejected(n):
             "device rejected the feature subset (FEATURES_OK did not stick; status set to FAILED): \(n.joined(separator: ", "))"
         case let .resetTimeout(s):

@@ -54,8 +54,10 @@ public protocol VirtioTransport: AnyObject, SendableMetatype {
     var deviceID: UInt16 { get }
     /// Where rings and buffers come from: memory the device can reach.
     var dma: any DMAAllocator { get }
-    /// Whether admin_queue_index/num can be read (common config is long enough).
-    var adminQueueRegistersAvailable: Bool { get }
+    /// Feature bits this transport cannot support on this device (never negotiated).
+    var unsupportedFeatures: FeatureSet { get }
+    /// The first doorbell write that failed (`notify` cannot throw), for error messages.
+    var notifyFailure: String? { get }
     /// Bytes of device-specific configuration.
     var deviceConfigLength: Int { get }
 

@@ -41,7 +41,7 @@ public final class BlockDevice<T: VirtioTransport> {
         let device = VirtioDevice(transport: transport, logger: logger)
         self.device = device
         guard transport.deviceType == .block else {
-            throw .invalidConfig("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a block device")
+            throw .wrongDeviceType("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a block device")
         }
         timeoutMilliseconds = options.timeoutMilliseconds
         let built: (BlockConfig, Int, UnsafeMutablePointer<BlockQueue<T>>)
@@ -51,15 +51,18 @@ public final class BlockDevice<T: VirtioTransport> {
             let available = min(Int(config.numQueues), try device.transport.numQueues())
             let wanted = options.queues ?? available
             guard wanted >= 1, wanted <= available else {
-                throw BlockError.noSuchQueue(wanted - 1, available: available)
+                throw BlockError.queueCount(asked: wanted, available: available)
             }
             let f = device.negotiated
             let limits = BlockLimits(
                 capacitySectors: config.capacitySectors, blockSize: config.blockSize,
-                sizeMax: config.sizeMax ?? UInt32.max & ~511, segMax: Int(config.segMax ?? 1),
+                // seg_max is the device's word: bounded so a table of header + data + segment + status fits 256.
+                sizeMax: config.sizeMax ?? UInt32.max & ~511, segMax: Int(min(config.segMax ?? 1, 253)),
                 readOnly: f.contains(BlockFeature.readOnly), flush: f.contains(BlockFeature.flush),
                 discard: f.contains(BlockFeature.discard), writeZeroes: f.contains(BlockFeature.writeZeroes),
-                maxDiscardSectors: config.maxDiscardSectors ?? 0, maxWriteZeroesSectors: config.maxWriteZeroesSectors ?? 0)
+                // 0 means no limit stated (as Linux reads it).
+                maxDiscardSectors: config.maxDiscardSectors.map { $0 == 0 ? .max : $0 } ?? 0,
+                maxWriteZeroesSectors: config.maxWriteZeroesSectors.map { $0 == 0 ? .max : $0 } ?? 0)
             let queues = UnsafeMutablePointer<BlockQueue<T>>.allocate(capacity: wanted)
             var made = 0
             do throws(BlockError) {
@@ -119,14 +122,21 @@ public final class BlockDevice<T: VirtioTransport> {
     @discardableResult
     public func resetQueue(_ index: Int) throws(BlockError) -> Int {
         guard index >= 0, index < queueCount else { throw .noSuchQueue(index, available: queueCount) }
+        guard device.has(VirtioFeature.ringReset) else { throw .virtio(.featureNotNegotiated("VIRTIO_F_RING_RESET")) }
         let dropped = queues[index].inFlight
-        do { try device.resetQueue(&queues[index].virtqueue) } catch { throw .virtio(error) }
+        do { try device.resetQueue(&queues[index].virtqueue) } catch {
+            device.fail()  // the queue is in no known state: stop the device rather than guess
+            throw .queueResetFailed(queue: index, error)
+        }
         queues[index].forgetInFlight()
         return dropped
     }
 
     /// Per-queue counters.
-    public func counters(queue: Int) -> QueueCounters { queues[queue].virtqueue.counters }
+    public func counters(queue: Int) -> QueueCounters {
+        precondition(queue >= 0 && queue < queueCount, "queue \(queue) out of range")
+        return queues[queue].virtqueue.counters
+    }
 
     /// DMA memory for data buffers.
     public func allocateBuffer(bytes: Int) throws(BlockError) -> DMARegion {
@@ -139,6 +149,7 @@ public final class BlockDevice<T: VirtioTransport> {
 
     /// Submits one request on `queue`, notifies, and polls until it completes (or the timeout).
     public func perform(_ op: BlockOperation, sector: UInt64, data: BufferElement?, queue: Int = 0) throws(BlockError) -> BlockCompletion {
+        guard queue >= 0, queue < queueCount else { throw .noSuchQueue(queue, available: queueCount) }
         let tag = nextTag
         nextTag &+= 1
         let q = queues + queue
@@ -158,7 +169,11 @@ public final class BlockDevice<T: VirtioTransport> {
                 var now = timespec()
                 clock_gettime(CLOCK_MONOTONIC, &now)
                 let ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000
-                if ms > timeoutMilliseconds { throw .timeout(milliseconds: timeoutMilliseconds) }
+                if ms > timeoutMilliseconds {
+                    var what = "\(op) at sector \(sector) on queue \(queue) of \(device.transport.name)"
+                    if let n = device.transport.notifyFailure { what += " (\(n))" }
+                    throw .timeout(milliseconds: timeoutMilliseconds, what: what)
+                }
             }
         }
     }

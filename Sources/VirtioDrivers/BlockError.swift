@@ -13,8 +13,11 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
     case deviceUnsupported(String)
     case invalidStatus(UInt8)
     case statusNotWritten
-    case timeout(milliseconds: Int)
+    case timeout(milliseconds: Int, what: String)
     case noSuchQueue(Int, available: Int)
+    case queueCount(asked: Int, available: Int)
+    case wrongDeviceType(String)
+    case queueResetFailed(queue: Int, VirtioError)
     case invalidConfig(String)
     case invalidRequest(String)
     case virtio(VirtioError)
@@ -33,8 +36,11 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .deviceUnsupported(what): "the device answered VIRTIO_BLK_S_UNSUPP to \(what)"
         case let .invalidStatus(b): "the device wrote status byte \(b), which is not OK, IOERR or UNSUPP"
         case .statusNotWritten: "the device returned a request without writing its status byte"
-        case let .timeout(ms): "no completion within \(ms) ms"
+        case let .timeout(ms, what): "no completion within \(ms) ms for \(what); the request is still owned by the device"
         case let .noSuchQueue(q, n): "queue \(q) does not exist (this device has \(n) request queue(s))"
+        case let .queueCount(asked, n): "asked for \(asked) request queue(s); the device offers 1...\(n)"
+        case let .wrongDeviceType(why): why
+        case let .queueResetFailed(q, e): "queue \(q) reset failed, the device is marked FAILED: \(e)"
         case let .invalidConfig(why): "device config: \(why)"
         case let .invalidRequest(why): why
         case let .virtio(e): e.description

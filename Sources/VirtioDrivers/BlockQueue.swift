@@ -75,9 +75,12 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
     @usableFromInline let slotTag: UnsafeMutablePointer<UInt64>
     @usableFromInline let scratch: UnsafeMutablePointer<BufferElement>
     @usableFromInline let scratchCapacity: Int
+    /// Data segments one request may use on this queue.
+    @usableFromInline let segLimit: Int
 
     init(virtqueue: consuming Virtqueue<T>, limits: BlockLimits, dma: any DMAAllocator) throws(BlockError) {
         let n = virtqueue.size
+        let indirect = virtqueue.features.indirect
         self.virtqueue = virtqueue
         self.limits = limits
         do { slots = try dma.allocate(length: n * 64, alignment: 64) } catch {
@@ -91,6 +94,8 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         tokenSlot.initialize(repeating: 0, count: n)
         slotTag = .allocate(capacity: n)
         slotTag.initialize(repeating: 0, count: n)
+        // Without indirect tables a request's chain must fit the ring: header and status plus data.
+        segLimit = indirect ? limits.segMax : max(1, min(limits.segMax, n - 3))
         scratchCapacity = limits.segMax + 3
         scratch = .allocate(capacity: scratchCapacity)
     }
@@ -127,7 +132,8 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         switch op {
         case .read, .write:
             if op == .write, limits.readOnly { throw .readOnly }
-            guard length > 0, length % Int(limits.blockSize) == 0 else {
+            guard length > 0 else { throw .invalidRequest("a \(op) needs a data buffer") }
+            guard length % Int(limits.blockSize) == 0 else {
                 throw .misaligned(what: "length", value: UInt64(length), blockSize: limits.blockSize)
             }
             try range(UInt64(length / 512))
@@ -182,8 +188,8 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             var offset: UInt32 = 0
             let piece = limits.sizeMax
             while offset < d.length {
-                guard count &- 1 < limits.segMax, count < scratchCapacity &- 1 else {
-                    throw .tooManySegments(needed: Int((d.length + piece - 1) / piece), maximum: limits.segMax)
+                guard count &- 1 < segLimit, count < scratchCapacity &- 1 else {
+                    throw .tooManySegments(needed: (Int(d.length) + Int(piece) - 1) / Int(piece), maximum: segLimit)
                 }
                 let n = min(piece, d.length &- offset)
                 scratch[count] = BufferElement(address: d.address &+ UInt64(offset), length: n)

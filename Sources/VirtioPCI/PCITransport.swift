@@ -1,5 +1,6 @@
 import CShim
 import Logging
+import Synchronization
 import VirtioCore
 import VirtioRing
 #if canImport(Glibc)
@@ -20,7 +21,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     private let isr: Region
     private let device: Region?
     /// The first error a doorbell write hit (notify cannot throw); nil while healthy.
-    public private(set) var notifyError: PCIError?
+    private let notifyError = Mutex<PCIError?>(nil)
 
     /// A BAR window and, when the BAR is mapped, a pointer to its start.
     struct Region {
@@ -62,11 +63,26 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     public var name: String { function.address }
     public var dma: any DMAAllocator { function.dma }
     public var adminQueueRegistersAvailable: Bool { layout.common.length >= VirtioPCI.commonFullLength }
+
+    /// Bits whose registers lie past the common window, and notification data when the doorbells
+    /// cannot take aligned 32-bit writes (Linux `vp_check_common_size` drops the same bits).
+    public var unsupportedFeatures: FeatureSet {
+        var out = FeatureSet()
+        let len = layout.common.length
+        if len < VirtioPCI.queueNotifConfigData + 2 { out.insert(VirtioFeature.notifConfigData) }
+        if len < VirtioPCI.queueReset + 2 { out.insert(VirtioFeature.ringReset) }
+        if len < VirtioPCI.commonFullLength { out.insert(VirtioFeature.adminVQ) }
+        if layout.notify.offset % 4 != 0 || layout.notifyMultiplier % 4 != 0 { out.insert(VirtioFeature.notificationData) }
+        return out
+    }
+
+    public var notifyFailure: String? { notifyError.withLock { $0.map { "doorbell write failed: \($0)" } } }
     public var deviceConfigLength: Int { layout.device?.length ?? 0 }
 
     // MARK: register access
 
     private func read(_ r: Region, _ offset: Int, _ width: Int) throws(VirtioError) -> UInt64 {
+        guard width == 1 || width == 2 || width == 4 else { throw .transport("\(name): register access width \(width) (1, 2 or 4 only)") }
         guard offset >= 0, offset + width <= r.window.length else {
             throw .transport("\(name): read at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
         }
@@ -84,6 +100,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     }
 
     private func write(_ r: Region, _ offset: Int, _ width: Int, _ value: UInt64) throws(VirtioError) {
+        guard width == 1 || width == 2 || width == 4 else { throw .transport("\(name): register access width \(width) (1, 2 or 4 only)") }
         guard offset >= 0, offset + width <= r.window.length else {
             throw .transport("\(name): write at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
         }
@@ -233,7 +250,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         do {
             try function.barWrite(target.bar, offset: target.offset, width: target.withData ? 4 : 2, value: UInt64(value))
         } catch {
-            if notifyError == nil { notifyError = error }
+            notifyError.withLock { if $0 == nil { $0 = error } }
         }
     }
 }

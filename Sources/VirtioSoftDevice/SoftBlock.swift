@@ -127,7 +127,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
         put(UInt32(options.blockSize), 20)              // blk_size
         c[24] = 0                                       // topology: physical_block_exp
         c[25] = 0                                       // alignment_offset
-        put(UInt16(options.blockSize / 512), 26)        // min_io_size (in logical blocks)
+        put(UInt16(1), 26)                              // min_io_size (in logical blocks)
         put(UInt32(0), 28)                              // opt_io_size
         c[32] = 1                                       // writeback
         put(UInt16(options.queues), 34)                 // num_queues

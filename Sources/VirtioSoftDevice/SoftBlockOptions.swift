@@ -48,7 +48,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("block_size", "logical block size: 512, 1024, 2048 or 4096"),
         ("seg_max", "maximum data segments per request (1-1024)"),
         ("serial", "GET_ID serial (up to 20 bytes)"),
-        ("msix", "MSI-X vectors (1-2048)"),
+        ("msix", "MSI-X vectors (1-128)"),
         ("dma", "DMA memory offered to the driver, e.g. 64M"),
     ]
 
@@ -103,7 +103,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
             case "serial":
                 guard value.utf8.count <= 20 else { throw .badOption("serial=\(value): at most 20 bytes") }
                 serial = value
-            case "msix": msixVectors = try int(1...2048)
+            case "msix": msixVectors = try int(1...128)
             case "dma":
                 guard let n = parseByteSize(value), n >= 1 << 20, n <= 1 << 34 else {
                     throw .badOption("dma=\(value): expected 1M to 16G")

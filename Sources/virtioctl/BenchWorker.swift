@@ -91,6 +91,8 @@ func benchWorker<T: VirtioTransport>(queue: UnsafeMutablePointer<BlockQueue<T>>,
     queue.pointee.kick()
     var inFlight = depth
     var stopping = false
+    var idlePolls = 0
+    var lastProgress = monotonicNanos()
     while inFlight > 0 {
         var reaped = 0
         while true {
@@ -111,6 +113,20 @@ func benchWorker<T: VirtioTransport>(queue: UnsafeMutablePointer<BlockQueue<T>>,
             if result.ops == warmup { allocationsAtWarmup = mc_thread_count() }
             reaped &+= 1
             if stopping || !submit(tag) { inFlight &-= 1 }
+        }
+        if reaped == 0 {
+            // A device that stops completing must not hang the benchmark: give up after 10 s.
+            idlePolls &+= 1
+            if idlePolls & 0xFFFF == 0 {
+                let now = monotonicNanos()
+                if now &- lastProgress > 10_000_000_000 {
+                    if result.firstError == nil { result.firstError = "no completion for 10 s with \(inFlight) request(s) in flight" }
+                    return result
+                }
+            }
+        } else {
+            idlePolls = 0
+            lastProgress = monotonicNanos()
         }
         if reaped > 0 {
             queue.pointee.kick()

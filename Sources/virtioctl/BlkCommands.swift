@@ -34,7 +34,9 @@ func sectors<T>(_ r: BlockRange, _ blk: BlockDevice<T>, maxBytes: UInt64 = 64 <<
         throw CLIError("blocks \(r.lba)..<\(r.lba &+ UInt64(r.blocks)) are past the end of the device (\(totalBlocks) blocks of \(bs) bytes); nothing was done")
     }
     let bytes = UInt64(r.blocks) * bs
-    guard bytes <= maxBytes else { throw CLIError("\(bytes) bytes in one command; the limit is \(maxBytes) (use bench for bulk I/O)") }
+    guard bytes <= maxBytes else {
+        throw CLIError("\(r.blocks) blocks (\(bytes) bytes) in one command; the limit is \(maxBytes / bs) blocks; nothing was done")
+    }
     return (r.lba * (bs / 512), Int(bytes))
 }
 
@@ -204,7 +206,7 @@ extension VirtioCtl.Blk {
 struct RangeOp: BlockDeviceUser {
     let output: OutputFormat, range: BlockRange, zeroes: Bool, unmap: Bool
     func run<T: VirtioTransport>(_ blk: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?) throws {
-        let (sector, bytes) = try sectors(range, blk, maxBytes: UInt64.max)
+        let (sector, bytes) = try sectors(range, blk, maxBytes: UInt64(UInt32.max) * 512)
         let start = ContinuousClock.now
         if zeroes {
             try blk.writeZeroes(sector: sector, sectors: UInt32(bytes / 512), unmap: unmap)

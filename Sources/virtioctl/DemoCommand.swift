@@ -127,6 +127,7 @@ struct DemoRun: BlockDeviceUser {
     func pipeline<T>(_ blk: BlockDevice<T>, targets: [Int], buffer: DMARegion, op: VirtioDrivers.BlockOperation, depth: Int) throws -> Int {
         try blk.withQueue(0) { (q: inout BlockQueue<T>) throws -> Int in
             var next = 0, done = 0
+            var idle = 0
             while done < targets.count {
                 var submitted = false
                 while next < targets.count, q.inFlight < depth {
@@ -136,10 +137,14 @@ struct DemoRun: BlockDeviceUser {
                     submitted = true
                 }
                 if submitted { q.kick() }
+                var reaped = 0
                 while let c = try q.poll() {
                     guard c.result == .ok else { throw CLIError("\(op) of block \(targets[Int(c.tag)]) failed: \(c.result)") }
                     done += 1
+                    reaped += 1
                 }
+                idle = reaped == 0 ? idle + 1 : 0
+                if idle > 50_000_000 { throw CLIError("the device stopped completing requests (\(q.inFlight) in flight)") }
             }
             return done
         }

@@ -194,7 +194,11 @@ import VirtioSoftDevice
         // Without admin-queue registers (common config 0x38 bytes), ADMIN_VQ is never accepted.
         var noAdmin = SoftFaults()
         noAdmin.commonLength = 0x38
-        #expect(!(try PCITransport(function: try softBlock(faults: noAdmin))).adminQueueRegistersAvailable)
+        let short38 = try PCITransport(function: try softBlock("ring_reset=on,notif_config_data=on", faults: noAdmin))
+        #expect(!short38.adminQueueRegistersAvailable)
+        #expect(short38.unsupportedFeatures == [VirtioFeature.notifConfigData, VirtioFeature.ringReset, VirtioFeature.adminVQ])
+        let blk = try BlockDevice(transport: short38)
+        #expect(!blk.negotiated.contains(VirtioFeature.ringReset) && !blk.negotiated.contains(VirtioFeature.notifConfigData))
     }
 
     @Test func perQueueReset() throws {
