@@ -38,7 +38,10 @@ struct Offer: CustomTestStringConvertible, Sendable {
         let data = try blk.allocateBuffer(bytes: blocks * 4096)
         for b in 0..<blocks { fill(data.slice(offset: b * 4096, length: 4096), lba: UInt64(b), gen: 7) }
         let expected = bytes(data)
+        var inversions = 0
         for op in [BlockOperation.write, .read] {
+            var completionOrder: [UInt64] = []
+            defer { inversions += zip(completionOrder, completionOrder.dropFirst()).filter { $0.0 > $0.1 }.count }
             if op == .read { data.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: blocks * 4096) }
             try blk.withQueue(0) { (q: inout BlockQueue<SoftTransport>) throws in
                 var next = 0, done = 0
@@ -52,12 +55,15 @@ struct Offer: CustomTestStringConvertible, Sendable {
                     while let c = try q.poll() {
                         #expect(c.result == .ok)
                         if op == .read { #expect(c.usedLength == 4097 || offer.inOrder) }
+                        completionOrder.append(c.tag)
                         done += 1
                     }
                 }
             }
         }
         #expect(bytes(data) == expected)
+        // In order when IN_ORDER is negotiated; the device deliberately reorders otherwise.
+        if offer.inOrder { #expect(inversions == 0) } else { #expect(inversions > 100) }
         #expect(f.log.violations.isEmpty, "\(f.log.violations)")
         // Event idx suppresses doorbells when the device is already running; without it each kick rings.
         let counters = blk.counters(queue: 0)
