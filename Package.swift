@@ -30,6 +30,8 @@ let package = Package(
         // The modern virtio PCI transport over the PCIFunction seam.
         .target(name: "VirtioPCI",
                 dependencies: ["VirtioCore", "VirtioRing", "CShim", .product(name: "Logging", package: "swift-log")]),
+        // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; sysfs discovery.
+        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioRing", "CShim"]),
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
@@ -42,7 +44,7 @@ let package = Package(
         .target(name: "CMallocCount"),
         .executableTarget(
             name: "virtioctl",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "CShim",
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "CShim",
                            "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
@@ -55,7 +57,7 @@ let package = Package(
             dependencies: ["VirtioRing", "CShim", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(
             name: "VirtioDriverTests",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "CShim",
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "CShim",
                            "CMallocCount"]),
     ],
     swiftLanguageModes: [.v6]

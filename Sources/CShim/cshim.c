@@ -21,3 +21,25 @@ int cshim_allowed_cpus(void) {
 int cshim_eventfd(unsigned int initval, int nonblocking) {
     return eventfd(initval, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0));
 }
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int start, unsigned int count,
+                                const int32_t *fds) {
+    size_t size = sizeof(struct vfio_irq_set) + (size_t)count * sizeof(int32_t);
+    struct vfio_irq_set *set = calloc(1, size);
+    if (!set) return -ENOMEM;
+    set->argsz = (uint32_t)size;
+    set->flags = count ? (VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
+                       : (VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER);
+    set->index = index;
+    set->start = start;
+    set->count = count;
+    if (count) memcpy(set->data, fds, count * sizeof(int32_t));
+    int rc = ioctl(device, VFIO_DEVICE_SET_IRQS, set) == 0 ? 0 : -errno;
+    free(set);
+    return rc;
+}

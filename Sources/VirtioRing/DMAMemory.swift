@@ -46,6 +46,21 @@ public enum DMAError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// Bump allocation of `length` bytes aligned to `alignment` within `size` bytes: the start offset.
+/// DMA memory is allocated once per device lifetime here, never freed piecemeal.
+public func bumpAllocate(_ cursor: borrowing Mutex<Int>, size: Int, length: Int, alignment: Int) throws(DMAError) -> Int {
+    guard length > 0, alignment > 0, alignment & (alignment - 1) == 0 else {
+        throw .invalidRequest("length \(length) alignment \(alignment)")
+    }
+    let result: Result<Int, DMAError> = cursor.withLock { cursor in
+        let start = (cursor + alignment - 1) & ~(alignment - 1)
+        guard start + length <= size else { return .failure(.exhausted(requested: length, available: size - cursor)) }
+        cursor = start + length
+        return .success(start)
+    }
+    return try result.get()
+}
+
 /// Anonymous memory with device addresses starting at `deviceBase` (deliberately not the
 /// CPU address, so a pointer passed where an address belongs is caught). Allocation is a
 /// bump under a lock; translation is lock-free bounds arithmetic.
@@ -69,17 +84,7 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
     deinit { munmap(base, size) }
 
     public func allocate(length: Int, alignment: Int = 64) throws(DMAError) -> DMARegion {
-        guard length > 0, alignment > 0, alignment & (alignment - 1) == 0 else {
-            throw .invalidRequest("length \(length) alignment \(alignment)")
-        }
-        let size = self.size
-        let result: Result<Int, DMAError> = next.withLock { cursor in
-            let start = (cursor + alignment - 1) & ~(alignment - 1)
-            guard start + length <= size else { return .failure(.exhausted(requested: length, available: size - cursor)) }
-            cursor = start + length
-            return .success(start)
-        }
-        let offset = try result.get()
+        let offset = try bumpAllocate(next, size: size, length: length, alignment: alignment)
         let p = base + offset
         p.initializeMemory(as: UInt8.self, repeating: 0, count: length)
         return DMARegion(pointer: p, deviceAddress: deviceBase + UInt64(offset), length: length)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import VFIO
 import VirtioCore
 import VirtioDrivers
 import VirtioPCI
@@ -35,6 +36,12 @@ struct DeviceOptions: ParsableArguments {
 
     @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
     var verbose = false
+
+    @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
+    var noiommu = false
+
+    @Option(help: "DMA memory to map for a PCI device, e.g. 64M.")
+    var dma: String = "64M"
 
     func validate() throws {
         if let queues, !(1...64).contains(queues) { throw ValidationError("--queues must be in 1...64") }
@@ -82,7 +89,13 @@ struct DeviceOptions: ParsableArguments {
             for v in function.log.violations { note("virtioctl: warning: soft:blk saw a driver conformance violation: \(v)") }
             return result
         case let .pci(address):
-            throw CLIError("\(address): PCI devices are reached through VFIO, which this build does not have yet; use soft:blk")
+            guard let bytes = parseByteSize(dma), bytes >= 1 << 20, bytes <= 1 << 34 else {
+                throw CLIError("--dma \(dma): expected 1M to 16G")
+            }
+            let function = try VFIOPCIFunction(address: address, allowNoIOMMU: noiommu, dmaBytes: Int(bytes))
+            let transport = try PCITransport(function: function, logger: logger)
+            let device = try BlockDevice(transport: transport, options: attach, logger: logger)
+            return try user.run(device, soft: nil)
         case let .vfioUser(path):
             throw CLIError("vfio-user:\(path): the vfio-user transport is not in this build yet; use soft:blk")
         }

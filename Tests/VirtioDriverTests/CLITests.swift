@@ -55,8 +55,10 @@ struct CLIMissing: Error, CustomStringConvertible {
     }
 
     @Test func pciAndVfioUserSpellingsAreUnderstood() throws {
-        let (s1, _, e1) = try virtioctl(["info", "0000:00:04.0"])
-        #expect(s1 != 0 && e1.contains("0000:00:04.0") && e1.contains("VFIO"))
+        let (s1, _, e1) = try virtioctl(["info", "0000:7f:1f.7"])
+        #expect(s1 != 0 && e1.contains("0000:7f:1f.7: no such PCI device"), "stderr: \(e1)")
+        let (s3, _, e3) = try virtioctl(["info", "7f:1f.7"])  // the short spelling gets domain 0000
+        #expect(s3 != 0 && e3.contains("0000:7f:1f.7"))
         let (s2, _, e2) = try virtioctl(["info", "vfio-user:/tmp/x.sock"])
         #expect(s2 != 0 && e2.contains("vfio-user"))
     }

@@ -21,4 +21,27 @@ static inline void cshim_mmio_write32(void *p, uint32_t v) { *(volatile uint32_t
 /* eventfd(2): not exported by Swift's Glibc module. Returns the fd or -1 with errno set. */
 int cshim_eventfd(unsigned int initval, int nonblocking);
 
+/* VFIO: structs and plain constants import from <linux/vfio.h>; the ioctl numbers are
+ * function-like macros, which do not, so they are re-exported as constants. */
+#include <linux/vfio.h>
+static const unsigned long CSHIM_VFIO_GET_API_VERSION = VFIO_GET_API_VERSION;
+static const unsigned long CSHIM_VFIO_CHECK_EXTENSION = VFIO_CHECK_EXTENSION;
+static const unsigned long CSHIM_VFIO_SET_IOMMU = VFIO_SET_IOMMU;
+static const unsigned long CSHIM_VFIO_GROUP_GET_STATUS = VFIO_GROUP_GET_STATUS;
+static const unsigned long CSHIM_VFIO_GROUP_SET_CONTAINER = VFIO_GROUP_SET_CONTAINER;
+static const unsigned long CSHIM_VFIO_GROUP_UNSET_CONTAINER = VFIO_GROUP_UNSET_CONTAINER;
+static const unsigned long CSHIM_VFIO_GROUP_GET_DEVICE_FD = VFIO_GROUP_GET_DEVICE_FD;
+static const unsigned long CSHIM_VFIO_DEVICE_GET_INFO = VFIO_DEVICE_GET_INFO;
+static const unsigned long CSHIM_VFIO_DEVICE_GET_REGION_INFO = VFIO_DEVICE_GET_REGION_INFO;
+static const unsigned long CSHIM_VFIO_DEVICE_GET_IRQ_INFO = VFIO_DEVICE_GET_IRQ_INFO;
+static const unsigned long CSHIM_VFIO_DEVICE_RESET = VFIO_DEVICE_RESET;
+static const unsigned long CSHIM_VFIO_IOMMU_GET_INFO = VFIO_IOMMU_GET_INFO;
+static const unsigned long CSHIM_VFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
+static const unsigned long CSHIM_VFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
+
+/* VFIO_DEVICE_SET_IRQS with eventfds (a variable-length struct): binds fds[0..count) to
+ * vectors start.. of irq index `index`; count 0 disables the index. Returns 0 or -errno. */
+int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int start, unsigned int count,
+                                const int32_t *fds);
+
 #endif

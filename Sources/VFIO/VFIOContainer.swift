@@ -1,0 +1,125 @@
+import CShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A VFIO container holding one IOMMU group: the group is opened, checked for viability,
+/// attached, and the IOMMU type set (type1v2, or no-IOMMU when the user allowed it).
+public final class VFIOContainer: @unchecked Sendable {
+    public let fd: Int32
+    public let groupFD: Int32
+    public let group: String
+    public let noIOMMU: Bool
+    /// Usable IOVA ranges reported by VFIO_IOMMU_GET_INFO (type1 only).
+    public let iovaRanges: [ClosedRange<UInt64>]
+
+    /// Opens the group of `address` and sets up the container.
+    public init(address: String, sysfs: SysfsPCI = SysfsPCI(), allowNoIOMMU: Bool) throws(VFIOError) {
+        guard sysfs.exists(address) else { throw .noSuchDevice(address) }
+        let driver = sysfs.driver(address)
+        guard driver == "vfio-pci" else { throw .notBoundToVFIO(device: address, driver: driver) }
+        guard let group = sysfs.iommuGroup(address) else { throw .noIOMMUGroup(address) }
+        self.group = group
+        let plain = "/dev/vfio/\(group)", unsafe = "/dev/vfio/noiommu-\(group)"
+        let noIOMMU = access(plain, F_OK) != 0 && access(unsafe, F_OK) == 0
+        if noIOMMU && !allowNoIOMMU { throw .noIOMMU(device: address) }
+        self.noIOMMU = noIOMMU
+
+        let container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC)
+        guard container >= 0 else { throw Self.openError("/dev/vfio/vfio", errno) }
+        let groupPath = noIOMMU ? unsafe : plain
+        let g = open(groupPath, O_RDWR | O_CLOEXEC)
+        guard g >= 0 else {
+            let e = errno
+            close(container)
+            throw Self.openError(groupPath, e)
+        }
+        func fail(_ err: VFIOError) -> VFIOError {
+            close(g)
+            close(container)
+            return err
+        }
+        guard ioctl(container, CSHIM_VFIO_GET_API_VERSION) == VFIO_API_VERSION else {
+            throw fail(.unsupported("VFIO API version mismatch (want \(VFIO_API_VERSION))"))
+        }
+        var status = vfio_group_status()
+        status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
+        guard ioctl(g, CSHIM_VFIO_GROUP_GET_STATUS, &status) == 0 else {
+            throw fail(.system("VFIO_GROUP_GET_STATUS on \(groupPath)", errno: errno))
+        }
+        guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
+            // Name every member that is bound to a driver other than vfio-pci.
+            let blockers = sysfs.groupMembers(group).sorted().compactMap { member -> String? in
+                guard let d = sysfs.driver(member), d != "vfio-pci" else { return nil }
+                return "\(member) is bound to \(d)"
+            }
+            throw fail(.groupNotViable(group: group, blockers: blockers.isEmpty ? ["a member is in use"] : blockers))
+        }
+        var cfd = container
+        guard ioctl(g, CSHIM_VFIO_GROUP_SET_CONTAINER, &cfd) == 0 else {
+            throw fail(.system("VFIO_GROUP_SET_CONTAINER", errno: errno))
+        }
+        let type: Int32
+        if noIOMMU {
+            type = VFIO_NOIOMMU_IOMMU
+        } else if ioctl(container, CSHIM_VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) > 0 {
+            type = VFIO_TYPE1v2_IOMMU
+        } else if ioctl(container, CSHIM_VFIO_CHECK_EXTENSION, VFIO_TYPE1_IOMMU) > 0 {
+            type = VFIO_TYPE1_IOMMU
+        } else {
+            throw fail(.unsupported("the VFIO container supports neither type1v2 nor type1 IOMMU"))
+        }
+        guard ioctl(container, CSHIM_VFIO_SET_IOMMU, type) == 0 else {
+            throw fail(.system("VFIO_SET_IOMMU(\(type))", errno: errno))
+        }
+        fd = container
+        groupFD = g
+        iovaRanges = noIOMMU ? [] : Self.iovaRanges(container)
+    }
+
+    deinit {
+        _ = ioctl(groupFD, CSHIM_VFIO_GROUP_UNSET_CONTAINER)
+        close(groupFD)
+        close(fd)
+    }
+
+    static func openError(_ path: String, _ e: Int32) -> VFIOError {
+        switch e {
+        case EACCES, EPERM: .notRoot("open \(path)")
+        case ENOENT: .unsupported("\(path) does not exist: is the vfio-pci module loaded (`modprobe vfio-pci`)?")
+        case EBUSY: .system("open \(path) (another process holds the group)", errno: e)
+        default: .system("open \(path)", errno: e)
+        }
+    }
+
+    /// VFIO_IOMMU_GET_INFO's IOVA-range capability; the whole 48-bit space minus page 0 when absent.
+    static func iovaRanges(_ container: Int32) -> [ClosedRange<UInt64>] {
+        let size = 4096
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        buffer.storeBytes(of: UInt32(size), as: UInt32.self)  // argsz
+        guard ioctl(container, CSHIM_VFIO_IOMMU_GET_INFO, buffer) == 0 else { return [0x10_0000...0xFFFF_FFFF_FFFF] }
+        // struct vfio_iommu_type1_info { u32 argsz, flags; u64 iova_pgsizes; u32 cap_offset, pad; }
+        let flags = buffer.load(fromByteOffset: 4, as: UInt32.self)
+        var offset = Int(buffer.load(fromByteOffset: 16, as: UInt32.self))
+        guard flags & UInt32(VFIO_IOMMU_INFO_CAPS) != 0 else { return [0x10_0000...0xFFFF_FFFF_FFFF] }
+        var ranges: [ClosedRange<UInt64>] = []
+        var hops = 0
+        while offset != 0, offset + 16 <= size, hops < 32 {
+            hops += 1
+            let id = buffer.load(fromByteOffset: offset, as: UInt16.self)
+            let next = Int(buffer.load(fromByteOffset: offset + 4, as: UInt32.self))
+            if id == UInt16(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
+                let n = Int(buffer.load(fromByteOffset: offset + 8, as: UInt32.self))
+                for i in 0..<n where offset + 16 + (i + 1) * 16 <= size {
+                    let start = buffer.load(fromByteOffset: offset + 16 + i * 16, as: UInt64.self)
+                    let end = buffer.load(fromByteOffset: offset + 24 + i * 16, as: UInt64.self)
+                    if start <= end { ranges.append(start...end) }
+                }
+            }
+            offset = next
+        }
+        return ranges.isEmpty ? [0x10_0000...0xFFFF_FFFF_FFFF] : ranges
+    }
+}
