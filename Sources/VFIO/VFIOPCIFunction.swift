@@ -138,15 +138,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
         disableInterrupts()
-        var fds: [Int32] = []
-        for _ in 0..<vectors {
-            let fd = cshim_eventfd(0, 1)
-            guard fd >= 0 else {
-                for f in fds { close(f) }
-                throw .io("eventfd: \(String(cString: strerror(errno)))")
-            }
-            fds.append(fd)
-        }
+        let fds = try makeInterruptEventFDs(vectors)
         let rc = fds.withUnsafeBufferPointer {
             cshim_vfio_set_irq_eventfds(deviceFD, UInt32(VFIO_PCI_MSIX_IRQ_INDEX), 0, UInt32(vectors), $0.baseAddress)
         }

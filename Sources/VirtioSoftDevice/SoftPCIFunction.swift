@@ -265,15 +265,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             throw .unsupported("\(address): \(vectors) MSI-X vectors asked, the table has \(msixVectors)")
         }
         disableInterrupts()
-        var fds: [Int32] = []
-        for _ in 0..<vectors {
-            let fd = cshim_eventfd(0, 1)
-            guard fd >= 0 else {
-                for f in fds { close(f) }
-                throw .io("eventfd: \(String(cString: strerror(errno)))")
-            }
-            fds.append(fd)
-        }
+        let fds = try makeInterruptEventFDs(vectors)
         interruptFDs.withLock { $0 = fds }
         registers.withLock { $0.config[0x9B] |= 0x80 }
         return fds
