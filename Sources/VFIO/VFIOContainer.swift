@@ -101,20 +101,20 @@ public final class VFIOContainer: @unchecked Sendable {
         buffer.storeBytes(of: UInt32(size), as: UInt32.self)  // argsz
         guard ioctl(container, CSHIM_VFIO_IOMMU_GET_INFO, buffer) == 0 else { return [0x10_0000...0xFFFF_FFFF_FFFF] }
         // struct vfio_iommu_type1_info { u32 argsz, flags; u64 iova_pgsizes; u32 cap_offset, pad; }
-        let flags = buffer.load(fromByteOffset: 4, as: UInt32.self)
-        var offset = Int(buffer.load(fromByteOffset: 16, as: UInt32.self))
+        let flags = buffer.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+        var offset = Int(buffer.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
         guard flags & UInt32(VFIO_IOMMU_INFO_CAPS) != 0 else { return [0x10_0000...0xFFFF_FFFF_FFFF] }
         var ranges: [ClosedRange<UInt64>] = []
         var hops = 0
         while offset != 0, offset + 16 <= size, hops < 32 {
             hops += 1
-            let id = buffer.load(fromByteOffset: offset, as: UInt16.self)
-            let next = Int(buffer.load(fromByteOffset: offset + 4, as: UInt32.self))
+            let id = buffer.loadUnaligned(fromByteOffset: offset, as: UInt16.self)
+            let next = Int(buffer.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self))
             if id == UInt16(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
-                let n = Int(buffer.load(fromByteOffset: offset + 8, as: UInt32.self))
+                let n = Int(buffer.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self))
                 for i in 0..<n where offset + 16 + (i + 1) * 16 <= size {
-                    let start = buffer.load(fromByteOffset: offset + 16 + i * 16, as: UInt64.self)
-                    let end = buffer.load(fromByteOffset: offset + 24 + i * 16, as: UInt64.self)
+                    let start = buffer.loadUnaligned(fromByteOffset: offset + 16 + i * 16, as: UInt64.self)
+                    let end = buffer.loadUnaligned(fromByteOffset: offset + 24 + i * 16, as: UInt64.self)
                     if start <= end { ranges.append(start...end) }
                 }
             }

@@ -12,7 +12,7 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
     case ioError(sector: UInt64)
     case deviceUnsupported(String)
     case invalidStatus(UInt8)
-    case statusNotWritten
+    case statusNotWritten(usedLength: UInt32)
     case timeout(milliseconds: Int, what: String)
     case noSuchQueue(Int, available: Int)
     case queueCount(asked: Int, available: Int)
@@ -35,7 +35,7 @@ public enum BlockError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .ioError(s): "the device reported an I/O error (VIRTIO_BLK_S_IOERR) for the request at sector \(s)"
         case let .deviceUnsupported(what): "the device answered VIRTIO_BLK_S_UNSUPP to \(what)"
         case let .invalidStatus(b): "the device wrote status byte \(b), which is not OK, IOERR or UNSUPP"
-        case .statusNotWritten: "the device returned a request without writing its status byte"
+        case let .statusNotWritten(len): "the device returned a request (used length \(len)) without writing its status byte"
         case let .timeout(ms, what): "no completion within \(ms) ms for \(what); the request is still owned by the device"
         case let .noSuchQueue(q, n): "queue \(q) does not exist (this device has \(n) request queue(s))"
         case let .queueCount(asked, n): "asked for \(asked) request queue(s); the device offers 1...\(n)"

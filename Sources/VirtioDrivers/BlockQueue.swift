@@ -241,13 +241,13 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         let status = (slots.pointer + Int(slot) &* 64 + 16).load(as: UInt8.self)
         let result: BlockResult
         if used.length == 0 {
-            result = .protocolError(.statusNotWritten)
+            result = .protocolError(.statusNotWritten(usedLength: 0))
         } else {
             switch status {
             case 0: result = .ok
             case 1: result = .ioError
             case 2: result = .unsupported
-            case 0xFF: result = .protocolError(.statusNotWritten)
+            case 0xFF: result = .protocolError(.statusNotWritten(usedLength: used.length))
             default: result = .protocolError(.invalidStatus(status))
             }
         }

@@ -250,8 +250,11 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         guard Int(id) < queueSize else { throw breakQueue(.usedIDOutOfRange(id: UInt32(id), queueSize: queueSize)) }
         let slot = slots[Int(id)]
         guard slot.count != 0 else { throw breakQueue(.usedIDNotInFlight(id: UInt32(id))) }
-        // The used length is meaningful only when WRITE is set in the used descriptor.
-        let length = flags & DescriptorFlags.write != 0 ? desc.loadLE(at: off &+ 8, as: UInt32.self) : 0
+        // The spec reserves the used length when WRITE is clear in the used descriptor, but QEMU
+        // (7.2) never sets WRITE there and Linux and DPDK read the length regardless: read it
+        // whenever the buffer has a writable part, and still bound it by that part.
+        let length = flags & DescriptorFlags.write != 0 || slot.writable != 0
+            ? desc.loadLE(at: off &+ 8, as: UInt32.self) : 0
         guard length <= slot.writable else {
             throw breakQueue(.usedLengthExceedsWritable(id: id, length: length, writable: slot.writable))
         }

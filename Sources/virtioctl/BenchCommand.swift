@@ -29,8 +29,8 @@ extension VirtioCtl.Blk {
 
         func run() throws {
             let bs = Int(parseByteSize(blockSize)!)
-            let report = try device.withBlockDevice(BenchRun(pattern: pattern, blockSize: bs, depth: depth,
-                                                             duration: duration, progress: !quiet))
+            let report = try device.withBlockDevice(BenchRun(pattern: pattern, blockSize: bs, duration: duration,
+                                                             progress: !quiet, depth: depth))
             if device.output == .json { try printJSON(report) } else { report.print() }
         }
     }
@@ -81,7 +81,10 @@ final class WorkerBox<T: VirtioTransport>: @unchecked Sendable {
 }
 
 struct BenchRun: BlockDeviceUser {
-    let pattern: BenchPattern, blockSize: Int, depth: Int, duration: Double, progress: Bool
+    let pattern: BenchPattern, blockSize: Int, duration: Double, progress: Bool
+    var depth: Int
+    /// Lower the depth to what the queue holds instead of refusing (the demo's choice).
+    var fitDepth = false
 
     func run<T: VirtioTransport>(_ blk: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?) throws -> BenchReport {
         let bs = blockSize
@@ -94,6 +97,8 @@ struct BenchRun: BlockDeviceUser {
         }
         let info = blk.device.queues
         let perRequest = info.first?.indirect == true ? 1 : 2 + (bs + Int(UInt32.max & ~511) - 1) / Int(UInt32.max & ~511)
+        var depth = self.depth
+        if fitDepth, let q = info.first { depth = max(1, min(depth, q.size / perRequest)) }
         if let q = info.first, depth * perRequest > q.size {
             throw CLIError("--depth \(depth) needs \(depth * perRequest) descriptors per queue but the queue has \(q.size)"
                 + (q.indirect ? "" : " (INDIRECT_DESC is not negotiated, so each request takes \(perRequest))"))
@@ -109,7 +114,7 @@ struct BenchRun: BlockDeviceUser {
         let start = monotonicNanos()
         for (w, box) in boxes.enumerated() {
             group.enter()
-            let pattern = self.pattern, depth = self.depth
+            let pattern = self.pattern, depth = depth
             let thread = Thread {
                 box.result = benchWorker(queue: box.queue, worker: w, buffers: box.buffers, pattern: pattern, blockSize: bs,
                                          depth: depth, deviceBytes: capacity, control: control, histogram: &box.histogram)
