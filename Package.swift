@@ -52,13 +52,15 @@ let package = Package(
             name: "ring-bench",
             dependencies: ["VirtioRing", "CShim", "CRingBaseline", "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // Helpers shared by the test targets (deterministic random numbers).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "VirtioRingTests",
-            dependencies: ["VirtioRing", "CShim", .product(name: "PropertyBased", package: "swift-property-based")]),
+            dependencies: ["VirtioRing", "CShim", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(
             name: "VirtioDriverTests",
             dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "CShim",
-                           "CMallocCount"]),
+                           "CMallocCount", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -173,17 +173,15 @@ public final class VirtioDevice<T: VirtioTransport> {
     public func resetQueue(_ queue: inout Virtqueue<T>) throws(VirtioError) {
         guard has(VirtioFeature.ringReset) else { throw .featureNotNegotiated("VIRTIO_F_RING_RESET") }
         let index = queue.index
-        let indirect = queues.first { $0.index == index }?.indirect == true
         try transport.resetQueue(index)
         let fresh = try buildQueue(index: index, size: queue.size, packed: queue.layout == .packed, features: queue.features,
-                                   indirectElements: indirect ? -1 : 0, vector: queue.vector, memory: queue.ringMemory)
+                                   indirectElements: 0, vector: queue.vector, memory: queue.ringMemory)
         queue = fresh
         try transport.enableQueue(index)
     }
 
-    // Indirect tables live after the ring in the same region; -1 reuses the size found there.
-    private var indirectSizes: [Int: Int] = [:]
-
+    /// Sets up a ring in fresh memory, or in `memory` from an earlier set-up of the same queue.
+    /// Indirect tables live after the ring in the same region, so their size is read off its length.
     private func buildQueue(index: Int, size n: Int, packed: Bool, features: RingFeatures, indirectElements: Int,
                             vector: UInt16?, memory: DMARegion?) throws(VirtioError) -> Virtqueue<T> {
         let ringBytes: Int
@@ -201,9 +199,9 @@ public final class VirtioDevice<T: VirtioTransport> {
         } catch {
             throw .invalidQueueSize(queue: index, size: n, maximum: n, packed: packed)
         }
-        let tableElements = indirectElements < 0 ? indirectSizes[index] ?? 0 : indirectElements
-        let useIndirect = features.indirect && tableElements > 1
         let ringSpan = (ringBytes + 63) & ~63
+        let tableElements = memory.map { ($0.length - ringSpan) / (16 * n) } ?? indirectElements
+        let useIndirect = features.indirect && tableElements > 1
         let total = ringSpan + (useIndirect ? IndirectPool.size(queueSize: n, maxElements: tableElements) : 0)
         let region: DMARegion
         if let memory {
@@ -211,7 +209,6 @@ public final class VirtioDevice<T: VirtioTransport> {
         } else {
             do { region = try transport.dma.allocate(length: total, alignment: 4096) } catch { throw .dma(error) }
         }
-        if useIndirect { indirectSizes[index] = tableElements }
         let pool = useIndirect
             ? IndirectPool(area: region.slice(offset: ringSpan, length: total - ringSpan).area, maxElements: tableElements)
             : nil
@@ -235,10 +232,7 @@ public final class VirtioDevice<T: VirtioTransport> {
         do {
             setup = try transport.setUpQueue(index, size: n, addresses: addresses, vector: vector, features: negotiated)
         } catch {
-            switch storage {
-            case let .split(p): p.deinitialize(count: 1); p.deallocate()
-            case let .packed(p): p.deinitialize(count: 1); p.deallocate()
-            }
+            storage.release()
             throw error
         }
         if setup.vector == nil, vector != nil {

@@ -11,6 +11,14 @@ public enum QueueLayout: String, Sendable, Codable {
 enum RingStorage {
     case split(UnsafeMutablePointer<SplitDriverQueue>)
     case packed(UnsafeMutablePointer<PackedDriverQueue>)
+
+    /// Destroys the ring and frees its pointer.
+    func release() {
+        switch self {
+        case let .split(p): p.deinitialize(count: 1); p.deallocate()
+        case let .packed(p): p.deinitialize(count: 1); p.deallocate()
+        }
+    }
 }
 
 /// Per-queue counters kept by the driver (plain integers: a queue belongs to one thread).
@@ -51,12 +59,7 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         self.target = target
     }
 
-    deinit {
-        switch ring {
-        case let .split(p): p.deinitialize(count: 1); p.deallocate()
-        case let .packed(p): p.deinitialize(count: 1); p.deallocate()
-        }
-    }
+    deinit { ring.release() }
 
     /// Makes a buffer available (device-readable elements, then device-writable); returns its token.
     @inlinable @inline(__always)
@@ -74,21 +77,23 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
     @inlinable @inline(__always)
     public mutating func kick() {
         let needed: Bool
-        let data: UInt32
         switch ring {
-        case let .split(p):
-            needed = p.pointee.needsNotification()
-            data = p.pointee.notificationData(queueIndex: target.value16)
-        case let .packed(p):
-            needed = p.pointee.needsNotification()
-            data = p.pointee.notificationData(queueIndex: target.value16)
+        case let .split(p): needed = p.pointee.needsNotification()
+        case let .packed(p): needed = p.pointee.needsNotification()
         }
         guard needed else {
             counters.notificationsSuppressed &+= 1
             return
         }
         counters.notificationsSent &+= 1
-        transport.notify(target, value: target.withData ? data : UInt32(target.value16))
+        var value = UInt32(target.value16)
+        if target.withData {
+            switch ring {
+            case let .split(p): value = p.pointee.notificationData(queueIndex: target.value16)
+            case let .packed(p): value = p.pointee.notificationData(queueIndex: target.value16)
+            }
+        }
+        transport.notify(target, value: value)
     }
 
     /// The next buffer the device returned, or nil.

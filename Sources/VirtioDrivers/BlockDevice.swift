@@ -103,6 +103,8 @@ public final class BlockDevice<T: VirtioTransport> {
     }
 
     public var capacityBytes: UInt64 { config.capacityBytes }
+    /// The most bytes one data descriptor carries (size_max, or the driver's own bound).
+    public var maxSegmentBytes: Int { Int(queues[0].limits.sizeMax) }
     public var negotiated: FeatureSet { device.negotiated }
 
     /// Runs `body` with exclusive access to queue `index`.

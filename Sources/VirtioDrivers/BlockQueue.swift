@@ -88,8 +88,7 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         }
         slotCount = n
         freeSlots = .allocate(capacity: n)
-        for i in 0..<n { freeSlots[i] = UInt16(n - 1 - i) }
-        freeCount = n
+        freeCount = Self.stackAllSlots(freeSlots, count: n)
         tokenSlot = .allocate(capacity: n)
         tokenSlot.initialize(repeating: 0, count: n)
         slotTag = .allocate(capacity: n)
@@ -109,8 +108,13 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
 
     /// After a queue reset: every request in flight is gone; their slots are free again.
     mutating func forgetInFlight() {
-        for i in 0..<slotCount { freeSlots[i] = UInt16(slotCount - 1 - i) }
-        freeCount = slotCount
+        freeCount = Self.stackAllSlots(freeSlots, count: slotCount)
+    }
+
+    /// Puts every slot on the free stack (slot 0 on top); returns how many are free.
+    private static func stackAllSlots(_ stack: UnsafeMutablePointer<UInt16>, count: Int) -> Int {
+        for i in 0..<count { stack[i] = UInt16(count - 1 - i) }
+        return count
     }
 
     /// Requests submitted and not yet completed.

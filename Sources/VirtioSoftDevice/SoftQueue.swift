@@ -70,8 +70,6 @@ final class SoftQueue: @unchecked Sendable {
         s.ring = nil
     }
 
-    var isRunning: Bool { state.withLock { $0.ring != nil } }
-
     /// Attaches the device side to the rings the driver programmed; nil on success, else why not.
     func start(_ q: QueueStart, memory: DMAArena) -> String? {
         let ringBytes: (Int, Int, Int)

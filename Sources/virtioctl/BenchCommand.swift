@@ -96,7 +96,8 @@ struct BenchRun: BlockDeviceUser {
             throw CLIError("the device is read-only; use --pattern randread or read")
         }
         let info = blk.device.queues
-        let perRequest = info.first?.indirect == true ? 1 : 2 + (bs + Int(UInt32.max & ~511) - 1) / Int(UInt32.max & ~511)
+        let piece = blk.maxSegmentBytes
+        let perRequest = info.first?.indirect == true ? 1 : 2 + (bs + piece - 1) / piece
         var depth = self.depth
         if fitDepth, let q = info.first { depth = max(1, min(depth, q.size / perRequest)) }
         if let q = info.first, depth * perRequest > q.size {

@@ -99,25 +99,21 @@ final class Pair<D: DriverRing & ~Copyable, V: DeviceRing & ~Copyable>: RingPair
 func makePair(_ layout: Layout, size: Int, features: RingFeatures = RingFeatures(), indirectMax: Int = 0,
               chainLimit: Int? = nil, dataBytes: Int = 1 << 20) throws -> any RingPair {
     let limit = chainLimit ?? max(size, indirectMax, 1)
+    let ringBytes = layout == .split ? try SplitLayout(queueSize: size).totalSize : try PackedLayout(queueSize: size).totalSize
+    let poolBytes = IndirectPool.size(queueSize: size, maxElements: indirectMax)
+    let arena = try DMAArena(size: ringBytes + poolBytes + dataBytes + 8192)
+    let ring = try arena.allocate(length: ringBytes, alignment: 4096)
+    let pool = indirectMax > 1
+        ? IndirectPool(area: try arena.allocate(length: poolBytes, alignment: 16).area, maxElements: indirectMax) : nil
     switch layout {
     case .split:
         let l = try SplitLayout(queueSize: size)
-        let arena = try DMAArena(size: l.totalSize + IndirectPool.size(queueSize: size, maxElements: indirectMax) + dataBytes + 8192)
-        let ring = try arena.allocate(length: l.totalSize, alignment: 4096)
-        let pool = indirectMax > 1
-            ? IndirectPool(area: try arena.allocate(length: IndirectPool.size(queueSize: size, maxElements: indirectMax), alignment: 16).area,
-                           maxElements: indirectMax) : nil
         let driver = SplitDriverQueue(layout: l, memory: ring.pointer, features: features, indirect: pool)
         return Pair(layout: layout, queueSize: size, arena: arena, ring: ring.pointer, driver: driver, chainLimit: limit) {
             SplitDeviceQueue(layout: l, memory: ring.pointer, deviceMemory: arena, features: features, resuming: $0)
         }
     case .packed:
         let l = try PackedLayout(queueSize: size)
-        let arena = try DMAArena(size: l.totalSize + IndirectPool.size(queueSize: size, maxElements: indirectMax) + dataBytes + 8192)
-        let ring = try arena.allocate(length: l.totalSize, alignment: 4096)
-        let pool = indirectMax > 1
-            ? IndirectPool(area: try arena.allocate(length: IndirectPool.size(queueSize: size, maxElements: indirectMax), alignment: 16).area,
-                           maxElements: indirectMax) : nil
         let driver = PackedDriverQueue(layout: l, memory: ring.pointer, features: features, indirect: pool)
         return Pair(layout: layout, queueSize: size, arena: arena, ring: ring.pointer, driver: driver, chainLimit: limit) {
             PackedDeviceQueue(layout: l, memory: ring.pointer, deviceMemory: arena, features: features, resuming: $0)
