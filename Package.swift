@@ -30,8 +30,10 @@ let package = Package(
         // The modern virtio PCI transport over the PCIFunction seam.
         .target(name: "VirtioPCI",
                 dependencies: ["VirtioCore", "VirtioRing", "CShim", .product(name: "Logging", package: "swift-log")]),
-        // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; sysfs discovery.
-        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioRing", "CShim"]),
+        // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
+        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim", "CLibPCI"]),
+        // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
+        .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (idempotent; quick when already there).
-# Nothing is needed yet beyond the Swift toolchain the machine ships (swift-log and swift-system
-# come from its package copy); later issues add
-# libpci-dev (PCI discovery) and qemu (real-device tests) here.
+# libpci-dev + pkg-config: PCI discovery (the CLibPCI system library target).
+# The real-device suite (tools/qemu-test) installs QEMU and the guest kernel pieces itself.
 set -euo pipefail
 need=()
-for pkg in ; do
+for pkg in libpci-dev pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

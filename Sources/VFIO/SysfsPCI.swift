@@ -12,13 +12,17 @@ public struct SysfsPCI: Sendable {
 
     public func exists(_ address: String) -> Bool { access(devicePath(address), F_OK) == 0 }
 
-    /// The name a symlink points at (its last path component), or nil.
-    func linkTarget(_ path: String) -> String? {
+    /// What a symlink points at, or nil.
+    func linkPath(_ path: String) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink(path, &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
-        let full = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return full.split(separator: "/").last.map(String.init)
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The name a symlink points at (its last path component), or nil.
+    func linkTarget(_ path: String) -> String? {
+        linkPath(path)?.split(separator: "/").last.map(String.init)
     }
 
     /// The driver bound to `address` (e.g. `virtio-pci`, `vfio-pci`), or nil.
@@ -57,8 +61,8 @@ public struct SysfsPCI: Sendable {
     }
 
     /// Writes `value` to a sysfs file; nil on success, else errno.
-    func write(_ path: String, _ value: String) -> Int32? {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
+    func write(_ path: String, _ value: String, create: Bool = false) -> Int32? {
+        let fd = create ? open(path, O_WRONLY | O_CLOEXEC | O_CREAT | O_TRUNC, 0o644) : open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
         let bytes = Array(value.utf8)
@@ -83,5 +87,12 @@ extension String {
         while let c = s.first, c.isWhitespace { s.removeFirst() }
         while let c = s.last, c.isWhitespace { s.removeLast() }
         return String(s)
+    }
+}
+
+extension SysfsPCI {
+    func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 }
