@@ -79,6 +79,15 @@ public protocol VirtioTransport: AnyObject, SendableMetatype {
     func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError)
     /// Rings the doorbell with `value` (16 or 32 bits as `target` says). Never blocks.
     func notify(_ target: NotifyTarget, value: UInt32)
+
+    /// MSI-X vectors the function has (0: none; poll mode only).
+    var interruptVectors: Int { get }
+    /// Enables vectors 0..<count, each signalled through the eventfd at its index (owned by the transport).
+    func enableInterrupts(count: Int) throws(VirtioError) -> [Int32]
+    /// Turns interrupts off and closes their eventfds.
+    func disableInterrupts()
+    /// Programs config_msix_vector and reads it back; nil when the device refused it.
+    func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16?
 }
 
 /// Transports that can describe how they reach the device (for `virtioctl info`).

@@ -27,6 +27,8 @@ public struct QueueCounters: Sendable, Equatable {
     public var buffersUsed: UInt64 = 0
     public var notificationsSent: UInt64 = 0
     public var notificationsSuppressed: UInt64 = 0
+    /// Used-buffer notifications received (interrupt mode: eventfd counts read).
+    public var interrupts: UInt64 = 0
     public init() {}
 }
 

@@ -14,6 +14,9 @@ public struct BlockAttachOptions: Sendable {
     public var queueSize: Int?
     /// How long the synchronous helpers wait for a completion.
     public var timeoutMilliseconds = 10_000
+    /// MSI-X mode: vector 0 for config changes, one per queue after it (shared when the table is
+    /// short); waits sleep on eventfds. Off: poll mode, no interrupts at all.
+    public var interrupts = false
     public init() {}
 }
 
@@ -63,16 +66,20 @@ public final class BlockDevice<T: VirtioTransport> {
                 // 0 means no limit stated (as Linux reads it).
                 maxDiscardSectors: config.maxDiscardSectors.map { $0 == 0 ? .max : $0 } ?? 0,
                 maxWriteZeroesSectors: config.maxWriteZeroesSectors.map { $0 == 0 ? .max : $0 } ?? 0)
+            let eventFDs = options.interrupts ? try Self.enableInterrupts(transport, queues: wanted, logger: logger) : []
             let queues = UnsafeMutablePointer<BlockQueue<T>>.allocate(capacity: wanted)
             var made = 0
             do throws(BlockError) {
                 for i in 0..<wanted {
                     let vq: Virtqueue<T>
+                    let vector = eventFDs.isEmpty ? nil : UInt16(1 + i % (eventFDs.count - 1))
                     do {
                         // header + data segments + segment + status fit one indirect table.
-                        vq = try device.makeQueue(i, size: options.queueSize, indirectElements: min(limits.segMax + 3, 256))
+                        vq = try device.makeQueue(i, size: options.queueSize, indirectElements: min(limits.segMax + 3, 256),
+                                                  vector: vector)
                     } catch { throw BlockError.virtio(error) }
                     (queues + i).initialize(to: try BlockQueue(virtqueue: vq, limits: limits, dma: transport.dma))
+                    if let granted = queues[i].virtqueue.vector { queues[i].interruptFD = eventFDs[Int(granted)] }
                     made += 1
                 }
                 do { try device.driverOK() } catch { throw BlockError.virtio(error) }
@@ -84,12 +91,15 @@ public final class BlockDevice<T: VirtioTransport> {
             built = (config, wanted, queues)
         } catch let e as BlockError {
             device.fail()
+            transport.disableInterrupts()
             throw e
         } catch let e as VirtioError {
             device.fail()
+            transport.disableInterrupts()
             throw .virtio(e)
         } catch {
             device.fail()
+            transport.disableInterrupts()
             throw .invalidRequest("\(error)")
         }
         (config, queueCount, queues) = built
@@ -98,9 +108,29 @@ public final class BlockDevice<T: VirtioTransport> {
     /// Resets the device (queues stop, nothing is left running), then frees the queues.
     deinit {
         try? device.reset()
+        device.transport.disableInterrupts()
         queues.deinitialize(count: queueCount)
         queues.deallocate()
     }
+
+    /// MSI-X: vector 0 for configuration changes, 1... for queues (as Linux lays them out).
+    static func enableInterrupts(_ transport: T, queues: Int, logger: Logger) throws(BlockError) -> [Int32] {
+        let table = transport.interruptVectors
+        guard table >= 2 else {
+            throw .invalidRequest("\(transport.name) has \(table) MSI-X vector(s); interrupt mode needs at least 2 (use poll mode)")
+        }
+        let fds: [Int32]
+        do { fds = try transport.enableInterrupts(count: min(table, queues + 1)) } catch { throw .virtio(error) }
+        do {
+            if try transport.setConfigVector(0) == nil {
+                logger.warning("config-change vector refused; configuration changes are not signalled")
+            }
+        } catch { throw .virtio(error) }
+        return fds
+    }
+
+    /// Whether queues sleep on MSI-X eventfds (false: poll mode).
+    public var interruptMode: Bool { queues[0].interruptFD >= 0 }
 
     public var capacityBytes: UInt64 { config.capacityBytes }
     /// The most bytes one data descriptor carries (size_max, or the driver's own bound).
@@ -166,6 +196,10 @@ public final class BlockDevice<T: VirtioTransport> {
                 return c
             }
             spins &+= 1
+            if q.pointee.interruptFD >= 0 {
+                q.pointee.waitForInterrupt(timeoutMilliseconds: 100)
+                spins = 0  // asleep, not spinning: check health and time on every wake
+            }
             if spins & 1023 == 0 {
                 do { try device.checkHealth() } catch { throw .virtio(error) }
                 var now = timespec()

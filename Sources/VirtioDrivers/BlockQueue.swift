@@ -1,5 +1,8 @@
 import VirtioCore
 import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A block request.
 @frozen
@@ -77,6 +80,8 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
     @usableFromInline let scratchCapacity: Int
     /// Data segments one request may use on this queue.
     @usableFromInline let segLimit: Int
+    /// The eventfd of this queue's MSI-X vector, or -1 in poll mode.
+    public internal(set) var interruptFD: Int32 = -1
 
     init(virtqueue: consuming Virtqueue<T>, limits: BlockLimits, dma: any DMAAllocator) throws(BlockError) {
         let n = virtqueue.size
@@ -115,6 +120,18 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
     private static func stackAllSlots(_ stack: UnsafeMutablePointer<UInt16>, count: Int) -> Int {
         for i in 0..<count { stack[i] = UInt16(count - 1 - i) }
         return count
+    }
+
+    /// Interrupt mode: re-arms used-buffer notifications and sleeps until the queue's eventfd
+    /// fires or `timeoutMilliseconds` pass. Returns at once when used buffers are already
+    /// pending (the re-check after enabling, spec 2.7.10 / 2.8.21.3). Poll mode: returns at once.
+    public mutating func waitForInterrupt(timeoutMilliseconds: Int32) {
+        guard interruptFD >= 0 else { return }
+        if virtqueue.enableUsedNotifications() { return }
+        var p = pollfd(fd: interruptFD, events: Int16(POLLIN), revents: 0)
+        guard Glibc.poll(&p, 1, timeoutMilliseconds) == 1 else { return }
+        var count: UInt64 = 0
+        if read(interruptFD, &count, 8) == 8 { virtqueue.counters.interrupts &+= count }
     }
 
     /// Requests submitted and not yet completed.

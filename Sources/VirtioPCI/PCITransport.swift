@@ -230,6 +230,14 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     /// Reading ISR clears it (only meaningful without MSI-X).
     public func readISR() throws(VirtioError) -> UInt8 { UInt8(truncatingIfNeeded: try read(isr, 0, 1)) }
 
+    public var interruptVectors: Int { layout.msixVectors ?? 0 }
+
+    public func enableInterrupts(count: Int) throws(VirtioError) -> [Int32] {
+        do { return try function.enableMSIX(vectors: count) } catch { throw .transport("\(name): \(error)") }
+    }
+
+    public func disableInterrupts() { function.disableInterrupts() }
+
     /// Programs config_msix_vector and reads it back; nil when the device refused it.
     public func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16? {
         try write(common, VirtioPCI.configMSIXVector, 2, UInt64(vector))

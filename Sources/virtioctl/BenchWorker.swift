@@ -117,6 +117,10 @@ func benchWorker<T: VirtioTransport>(queue: UnsafeMutablePointer<BlockQueue<T>>,
         if reaped == 0 {
             // A device that stops completing must not hang the benchmark: give up after 10 s.
             idlePolls &+= 1
+            if queue.pointee.interruptFD >= 0 {
+                queue.pointee.waitForInterrupt(timeoutMilliseconds: 100)
+                idlePolls = 0  // asleep, not spinning: check the clock on every wake
+            }
             if idlePolls & 0xFFFF == 0 {
                 let now = monotonicNanos()
                 if now &- lastProgress > 10_000_000_000 {

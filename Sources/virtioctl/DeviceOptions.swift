@@ -43,6 +43,9 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "DMA memory to map for a PCI device, e.g. 64M.")
     var dma: String = "64M"
 
+    @Option(help: "Completion mode: poll (busy-poll the used ring) or msix (sleep on MSI-X eventfds).")
+    var interrupts: InterruptMode = .poll
+
     func validate() throws {
         if let queues, !(1...64).contains(queues) { throw ValidationError("--queues must be in 1...64") }
         if let queueSize, !(1...32768).contains(queueSize) { throw ValidationError("--queue-size must be in 1...32768") }
@@ -78,6 +81,7 @@ struct DeviceOptions: ParsableArguments {
         attach.policy = try policy(for: .block)
         attach.queues = queues
         attach.queueSize = queueSize
+        attach.interrupts = interrupts == .msix
         switch try spec() {
         case let .softBlock(options):
             let function = try SoftPCIFunction.block(options)

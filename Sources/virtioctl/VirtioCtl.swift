@@ -13,6 +13,10 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case normal, json
 }
 
+enum InterruptMode: String, ExpressibleByArgument, CaseIterable {
+    case poll, msix
+}
+
 enum RingLayoutChoice: String, ExpressibleByArgument, CaseIterable {
     case packed, split
 }
