@@ -224,14 +224,28 @@ public final class BlockDevice<T: VirtioTransport> {
         }
     }
 
+    /// The most bytes one request of the synchronous helpers carries; bigger buffers go as
+    /// several requests (as Linux's max_sectors_kb does: a device maps each request into a
+    /// bounded iovec, QEMU's into at most 1024 pieces).
+    public static var maxRequestBytes: Int { 1 << 20 }
+
     public func read(sector: UInt64, into buffer: DMARegion) throws(BlockError) {
-        let c = try perform(.read, sector: sector, data: BufferElement(address: buffer.deviceAddress, length: UInt32(buffer.length)))
-        try check(c, "read", sector: sector)
+        try transfer(.read, sector: sector, buffer)
     }
 
     public func write(sector: UInt64, from buffer: DMARegion) throws(BlockError) {
-        let c = try perform(.write, sector: sector, data: BufferElement(address: buffer.deviceAddress, length: UInt32(buffer.length)))
-        try check(c, "write", sector: sector)
+        try transfer(.write, sector: sector, buffer)
+    }
+
+    func transfer(_ op: BlockOperation, sector: UInt64, _ buffer: DMARegion) throws(BlockError) {
+        var offset = 0
+        repeat {
+            let n = min(Self.maxRequestBytes, buffer.length - offset)
+            let at = sector + UInt64(offset / 512)
+            let c = try perform(op, sector: at, data: BufferElement(address: buffer.deviceAddress + UInt64(offset), length: UInt32(n)))
+            try check(c, op == .read ? "read" : "write", sector: at)
+            offset += n
+        } while offset < buffer.length
     }
 
     public func flush() throws(BlockError) {
