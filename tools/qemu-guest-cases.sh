@@ -1,0 +1,231 @@
+# The cases tools/qemu-test runs inside its guest (sourced into /tmp/ctl/guest.sh after
+# MODE=viommu|noiommu, BIN=<swift bin path>, DEVICES='<props of 00:04.0> <props of 00:05.0> ...').
+# Each case appends "PASS|FAIL|SKIP MODE/NAME SECONDS DETAIL" to /tmp/ctl/results; its output
+# goes to /tmp/ctl/logs/MODE_NAME.log. A case's last "detail: " line is its summary.
+set -u
+CTL=/tmp/ctl
+mkdir -p $CTL/logs
+: > $CTL/results
+V=$BIN/virtioctl
+X=$BIN/virtio-swiftPackageTests.xctest
+PY=/usr/bin/python3
+NI=""
+[ "$MODE" = noiommu ] && NI=--noiommu
+COUNT=$(echo $DEVICES | wc -w)
+LAST=$((COUNT - 1))
+
+addr() { printf '0000:00:%02x.0' $((4 + $1)); }
+props() { echo $DEVICES | tr ' ' '\n' | sed -n "$(($1 + 1))p"; }
+prop() { props "$1" | tr , '\n' | sed -n "s/^$2=//p"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+
+run_case() {
+  name=$1; shift
+  log=$CTL/logs/${MODE}_$(echo "$name" | tr / _).log
+  t0=$(now)
+  if ( "$@" ) > "$log" 2>&1; then v=PASS; else v=FAIL; fi
+  grep -q '^skip: ' "$log" && v=SKIP
+  secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')
+  detail=$(sed -n 's/^\(detail\|skip\): //p' "$log" | tail -1 | cut -c1-150)
+  echo "$v $MODE/$name $secs $detail" >> $CTL/results
+}
+
+# expect_fail TEXT CMD...: the command must fail, and say TEXT.
+expect_fail() {
+  text=$1; shift
+  if out=$("$@" 2>&1); then echo "$out"; echo "unexpectedly succeeded"; return 1; fi
+  echo "$out"
+  echo "$out" | grep -qF -- "$text" || { echo "the message lacks: $text"; return 1; }
+  echo "detail: exit non-zero: $(echo "$out" | grep -F -- "$text" | head -1 | cut -c1-110)"
+}
+
+# A command whose last output line is the case's detail.
+with_detail() { out=$("$@" 2>&1); rc=$?; echo "$out"; echo "detail: $(echo "$out" | tail -1)"; return $rc; }
+
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+
+# The test binary, one test, against one device; it must run (not skip) and pass.
+swift_test() {
+  filter=$1; shift
+  env "$@" $X --testing-library swift-testing --filter "$filter" > $CTL/t.out 2>&1
+  rc=$?
+  cat $CTL/t.out
+  [ $rc -eq 0 ] || return 1
+  grep -q "Test $filter.* passed" $CTL/t.out || { echo "the test did not run"; return 1; }
+}
+
+driver_of() { basename "$(readlink /sys/bus/pci/devices/$1/driver)" 2>/dev/null || echo none; }
+
+list_check() {  # list_check DRIVER INDEX...: list -o json shows those functions on DRIVER
+  want=$1; shift
+  $V list -o json > $CTL/list.json || return 1
+  cat $CTL/list.json
+  for i in "$@"; do
+    $PY - $CTL/list.json "$(addr $i)" "$want" "$MODE" <<'EOF' || return 1
+import json, sys
+path, addr, want, mode = sys.argv[1:]
+d = {x["address"]: x for x in json.load(open(path))}
+x = d.get(addr)
+assert x, f"{addr} not listed"
+assert x["type"] == "blk" and x["vendor_id"] == 0x1af4, x
+assert x.get("driver") == want, f"{addr}: driver {x.get('driver')}, want {want}"
+assert x.get("name"), f"{addr}: no pci.ids name"
+if mode == "viommu": assert x.get("iommu_group"), f"{addr}: no IOMMU group"
+EOF
+  done
+  $PY - $CTL/list.json "$#" "$want" <<'EOF'
+import json, sys
+fns = [x for x in json.load(open(sys.argv[1])) if x["type"] == "blk"]
+print("detail: %s function(s) on %s; e.g. %s" % (sys.argv[2], sys.argv[3],
+      "; ".join("%s %s %s group %s '%s'" % (x["address"], x["type"], x.get("driver"), x.get("iommu_group"), x.get("name")) for x in fns[:1])))
+EOF
+}
+
+info_check() {  # info_check INDEX: negotiated features, queue count and size match the QEMU properties
+  i=$1
+  $V info $NI "$(addr $i)" -o json > $CTL/info.json || { cat $CTL/info.json; return 1; }
+  $PY - $CTL/info.json "$MODE" "$(prop $i packed)" "$(prop $i num-queues)" "$(prop $i queue-size)" <<'EOF'
+import json, sys
+path, mode, packed, nq, qs = sys.argv[1:]
+d = json.load(open(path))
+neg = {f["name"] for f in d["negotiated"]}
+off = {f["name"] for f in d["offered"]}
+def need(name, cond=True):
+    assert (name in neg) == cond, f"{name} {'not ' if cond else ''}negotiated: {sorted(neg)}"
+need("VIRTIO_F_VERSION_1")
+need("VIRTIO_F_ACCESS_PLATFORM", mode == "viommu")
+need("VIRTIO_F_RING_RESET")
+need("VIRTIO_F_RING_PACKED", packed == "on")
+assert len(d["queues"]) == int(nq), d["queues"]
+assert all(q["size"] == int(qs) and q["layout"] == ("packed" if packed == "on" else "split") for q in d["queues"]), d["queues"]
+assert "VIRTIO_F_IN_ORDER" not in off  # QEMU 7.2 never offers it
+print("detail: %s q%s x%s, negotiated %s" % ("packed" if packed == "on" else "split", qs, nq,
+      " ".join(sorted(n.replace("VIRTIO_F_", "").replace("VIRTIO_BLK_F_", "blk:") for n in neg))))
+EOF
+}
+
+verify() {  # verify INDEX [ENV...]: the whole-image test; its summary line becomes the detail
+  i=$1; shift
+  swift_test wholeImageWrittenFlushedAndReadBackOverEveryQueue VIRTIO_TEST_PCI="$(addr $i)" \
+    VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) "$@" || return 1
+  echo "detail: $(sed -n 's/^real-device: //p' $CTL/t.out | sed 's/, negotiated.*//')"
+}
+
+verify_chains() {
+  verify "$@" VIRTIO_TEST_FEATURE_OFF=VIRTIO_F_INDIRECT_DESC || return 1
+  grep "^real-device:" $CTL/t.out | grep -q INDIRECT_DESC && { echo "indirect descriptors were negotiated"; return 1; }
+  echo "detail: $(sed -n 's/^real-device: //p' $CTL/t.out | sed 's/, negotiated.*//'), no indirect: 3-descriptor chains wrap the ring"
+}
+
+verify_msix() {
+  verify "$@" VIRTIO_TEST_INTERRUPTS=msix || return 1
+  grep -q "real-device:.* [1-9][0-9]* interrupts" $CTL/t.out || { echo "no interrupt was taken"; return 1; }
+}
+
+host_pattern_test() {
+  swift_test hostWrittenPatternReadsBackExactly VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_PATTERN=$CTL/pattern.bin \
+    VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) || return 1
+  echo "detail: 64 MiB written by the host before boot read back identical (test binary, 64 KiB requests, every queue)"
+}
+
+host_pattern_cli() {
+  $V blk read "$(addr 0)" --lba 0 --blocks 131072 --out /tmp/image --dma 160M || return 1
+  cmp /tmp/image $CTL/pattern.bin || return 1
+  echo "detail: virtioctl blk read of all 131072 blocks == the host's file"
+}
+
+msix_cli() {
+  a=$(addr 0)
+  $V info "$a" --interrupts msix -o json > $CTL/info.json || return 1
+  $PY -c 'import json,sys; q=json.load(sys.stdin)["queues"]; assert [x.get("vector") for x in q] == [1,2], q' < $CTL/info.json || return 1
+  head -c 1M /dev/urandom > /tmp/msix.bin
+  $V blk write "$a" --interrupts msix --lba 4096 --in /tmp/msix.bin || return 1
+  $V blk read "$a" --interrupts msix --lba 4096 --blocks 2048 --out /tmp/msix.back || return 1
+  cmp /tmp/msix.bin /tmp/msix.back || return 1
+  echo "detail: queue vectors [1, 2]; 1 MiB written and read back through MSI-X completions"
+}
+
+bench_cli() {
+  $V blk bench "$(addr $1)" --duration 1 --depth 8 --pattern randrw --quiet -o json > $CTL/bench.json || { cat $CTL/bench.json; return 1; }
+  cat $CTL/bench.json
+  $PY - $CTL/bench.json <<'EOF'
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b["requests"] > 0 and b["errors"] == 0, b
+print("detail: %d requests over %d queue(s), 0 errors, %s (TCG: not a speed figure)" % (b["requests"], b["queues"], b["layout"]))
+EOF
+}
+
+flush_cli() { $V blk flush $NI "$(addr 0)" && echo "detail: VIRTIO_BLK_T_FLUSH completed OK"; }
+
+memlock_error() {
+  g=$(basename "$(readlink /sys/bus/pci/devices/$(addr 0)/iommu_group)")
+  chown 65534 /dev/vfio/$g
+  expect_fail "RLIMIT_MEMLOCK is 64 KiB" as_nobody prlimit --memlock=65536:65536 $V info "$(addr 0)"
+  rc=$?
+  chown 0 /dev/vfio/$g
+  return $rc
+}
+
+guest_write() {
+  $V blk write "$(addr $LAST)" --lba 0 --in $CTL/guestwrite.bin --dma 160M && $V blk flush "$(addr $LAST)" &&
+    echo "detail: 64 MiB from a host file written through the driver (the host compares the image after power-off)"
+}
+
+round_trip() {
+  a=$(addr $LAST)
+  [ "$(driver_of $a)" = virtio-pci ] || { echo "$a starts on $(driver_of $a)"; return 1; }
+  $V bind $NI "$a" || return 1
+  [ "$(driver_of $a)" = vfio-pci ] || return 1
+  $V bind $NI "$a" | grep -q "already bound" || return 1
+  $V info $NI "$a" > /dev/null || return 1
+  $V unbind "$a" || return 1
+  [ "$(driver_of $a)" = virtio-pci ] || { echo "after unbind: $(driver_of $a)"; return 1; }
+  [ "$(cat /sys/bus/pci/devices/$a/driver_override)" = "(null)" ] || { echo "driver_override left set"; return 1; }
+  list_check virtio-pci $LAST > /dev/null || return 1
+  echo "detail: virtio-pci -> vfio-pci (bind, bind again: already bound, info) -> virtio-pci (unbind, override cleared)"
+}
+
+# ---- the cases ------------------------------------------------------------------
+ALL=$(seq 0 $((COUNT - 1)))
+BOUND=$(seq 0 $((COUNT - 2)))   # the last function stays on virtio-pci for the round trip
+run_case list list_check virtio-pci $ALL
+run_case error-not-bound expect_fail "not vfio-pci; run \`virtioctl bind" $V info "$(addr 0)"
+run_case error-bind-not-root expect_fail "run as root" as_nobody $V bind "$(addr 0)"
+if [ "$MODE" = noiommu ]; then
+  run_case error-no-iommu-without-flag expect_fail "--noiommu" $V bind "$(addr 0)"
+fi
+for i in $BOUND; do run_case bind-$(addr $i) with_detail $V bind $NI "$(addr $i)"; done
+run_case list-bound list_check vfio-pci $BOUND
+run_case error-open-not-root expect_fail "run as root" as_nobody $V info $NI "$(addr 0)"
+if [ "$MODE" = viommu ]; then
+  run_case error-memlock memlock_error
+else
+  run_case error-noiommu-needs-flag expect_fail "pass --noiommu" $V info "$(addr 0)"
+fi
+for i in $BOUND; do run_case info-$(addr $i) info_check $i; done
+run_case host-pattern-test host_pattern_test
+[ "$MODE" = viommu ] && run_case host-pattern-cli host_pattern_cli
+for i in $BOUND; do
+  run_case verify-poll-$(addr $i) verify $i
+  if [ "$(prop $i queue-size)" = 4 ]; then
+    # No indirect tables: every request is a 3-descriptor chain in a 4-entry ring.
+    run_case verify-chains-$(addr $i) verify_chains $i
+  fi
+done
+run_case verify-msix-$(addr 0) verify_msix 0
+run_case verify-msix-$(addr 1) verify_msix 1
+[ "$MODE" = viommu ] && run_case msix-cli msix_cli
+ring_reset() { swift_test ringResetThenIOWorks "$@" && echo "detail: queue 0 reset through queue_reset (VIRTIO_F_RING_RESET), data written before reads back after"; }
+run_case ring-reset ring_reset VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0)
+run_case flush flush_cli
+[ "$MODE" = viommu ] && run_case bench-cli bench_cli 2
+if [ "$MODE" = viommu ]; then
+  run_case bind-guest-write with_detail $V bind "$(addr $LAST)"
+  run_case guest-write guest_write
+  run_case unbind-after-write with_detail $V unbind "$(addr $LAST)"
+fi
+run_case bind-unbind-round-trip round_trip
+no_iommufd() { echo "skip: this guest kernel has no /dev/iommu (6.1: CONFIG_IOMMUFD unset); the driver has no iommufd backend yet"; }
+[ -e /dev/iommu ] || run_case iommufd no_iommufd
+exit 0
