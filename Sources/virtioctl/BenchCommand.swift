@@ -10,7 +10,7 @@ extension VirtioCtl.Blk {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Drive a block device at a fixed queue depth and report IOPS, MB/s and latency percentiles.",
-            discussion: "One worker thread per queue, each keeping --depth requests in flight and polling for completions. Progress goes to stderr once a second. With soft:blk the device runs in the worker's thread, so the figures are driver plus device cost.")
+            discussion: "One worker thread per queue, each keeping --depth requests in flight and polling for completions (or sleeping on its MSI-X eventfd with --interrupts msix). Progress goes to stderr once a second. With soft:blk the device runs in the worker's thread, so the figures are driver plus device cost.")
 
         @OptionGroup var device: DeviceOptions
         @Option(help: "I/O mix: \(BenchPattern.allCases.map(\.rawValue).joined(separator: ", ")).") var pattern: BenchPattern = .randread
