@@ -204,6 +204,17 @@ else
   run_case error-noiommu-needs-flag expect_fail "pass --noiommu" $V info "$(addr 0)"
 fi
 for i in $BOUND; do run_case info-$(addr $i) info_check $i; done
+regions() {
+  $V info $NI "$(addr 0)" -o json > $CTL/info.json || { cat $CTL/info.json; return 1; }
+  $PY - $CTL/info.json <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))["transport"]
+assert t["bar4"].endswith("mmap"), t  # the virtio registers: mapped, volatile accesses
+assert all(t[k].endswith("mapped") for k in ("common_cfg", "notify", "isr", "device_cfg")), t
+print("detail: %s; %s; dma %s" % ("; ".join("%s: %s" % (k, v) for k, v in sorted(t.items()) if k.startswith("bar")), t["vfio_iommu"], t["dma_memory"]))
+EOF
+}
+run_case regions regions
 run_case host-pattern-test host_pattern_test
 [ "$MODE" = viommu ] && run_case host-pattern-cli host_pattern_cli
 for i in $BOUND; do
@@ -226,6 +237,27 @@ if [ "$MODE" = viommu ]; then
   run_case unbind-after-write with_detail $V unbind "$(addr $LAST)"
 fi
 run_case bind-unbind-round-trip round_trip
+teardown() {
+  swift_test teardownLeavesNoFDOrMapping VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) &&
+    echo "detail: $(sed -n 's/^real-device: teardown: //p' $CTL/t.out) (after attach, MSI-X I/O and release)"
+}
+run_case teardown teardown
+
+# A function behind a PCIe root port has FLR: VFIO_DEVICE_RESET at open and close.
+rootport_case() {
+  a=0000:01:00.0
+  $V bind "$a" || return 1
+  $V info "$a" -o json > $CTL/info.json || { cat $CTL/info.json; return 1; }
+  $PY - $CTL/info.json <<'EOF' || return 1
+import json, sys
+t = json.load(open(sys.argv[1]))["transport"]
+assert "VFIO_DEVICE_RESET" in t["vfio_reset"], t
+print("detail: vfio_reset: %s; %s" % (t["vfio_reset"], ", ".join("%s: %s" % (k, v) for k, v in sorted(t.items()) if k.startswith("bar"))))
+EOF
+  swift_test wholeImageWrittenFlushedAndReadBackOverEveryQueue VIRTIO_TEST_PCI=$a > /dev/null || return 1
+  $V unbind "$a" > /dev/null
+}
+[ -n "$ROOTPORT" ] && run_case rootport-flr rootport_case
 no_iommufd() { echo "skip: this guest kernel has no /dev/iommu (6.1: CONFIG_IOMMUFD unset); the driver has no iommufd backend yet"; }
 [ -e /dev/iommu ] || run_case iommufd no_iommufd
 exit 0

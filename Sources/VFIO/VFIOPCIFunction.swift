@@ -20,6 +20,8 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
         let offset: off_t
         let size: Int
         let mapped: UnsafeMutableRawPointer?
+        /// What `mapped` backs (all of the BAR, or the areas of a sparse mapping).
+        var mappedRanges: [Range<Int>] = []
     }
     private let regions: [Int: Region]
     private let configRegion: Region
@@ -43,22 +45,14 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
             throw .system("VFIO_DEVICE_GET_INFO", errno: e)
         }
         canReset = info.flags & UInt32(VFIO_DEVICE_FLAGS_RESET) != 0
+        // Start from a clean function whatever the previous owner left (DPDK does the same).
+        if canReset { _ = ioctl(fd, CSHIM_VFIO_DEVICE_RESET) }
         var regions: [Int: Region] = [:]
         var config: Region?
         for index in [0, 1, 2, 3, 4, 5, Int(VFIO_PCI_CONFIG_REGION_INDEX)] where index < Int(info.num_regions) {
-            var r = vfio_region_info()
-            r.argsz = UInt32(MemoryLayout<vfio_region_info>.size)
-            r.index = UInt32(index)
-            guard ioctl(fd, CSHIM_VFIO_DEVICE_GET_REGION_INFO, &r) == 0, r.size > 0 else { continue }
-            var mapped: UnsafeMutableRawPointer?
-            // Map a BAR only when VFIO allows the whole of it (a sparse-mmap capability, as for the
-            // MSI-X table's BAR, means holes: that BAR is reached through read/write instead).
-            let mappable = r.flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0 && r.flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) == 0
-            if index <= 5, mappable {
-                let p = mmap(nil, Int(r.size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(r.offset))
-                if let p, p != MAP_FAILED { mapped = p }
-            }
-            let region = Region(offset: off_t(r.offset), size: Int(r.size), mapped: mapped)
+            guard let r = Self.regionInfo(fd, index: index), r.size > 0 else { continue }
+            var region = Region(offset: r.offset, size: r.size, mapped: nil)
+            if index <= 5, r.mmap { region = Self.map(fd, region, sparse: r.sparse) }
             if index == Int(VFIO_PCI_CONFIG_REGION_INDEX) { config = region } else { regions[index] = region }
         }
         guard let config else {
@@ -86,8 +80,94 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     deinit {
         disableInterrupts()
+        // The virtio driver reset the device already; a function-level reset also clears what
+        // it could not (as DPDK does on release), so the next owner starts clean.
+        if canReset { _ = ioctl(deviceFD, CSHIM_VFIO_DEVICE_RESET) }
         for r in regions.values { if let m = r.mapped { munmap(m, r.size) } }
         close(deviceFD)
+    }
+
+    /// VFIO_DEVICE_GET_REGION_INFO with its capability chain: mmap allowed, and the sparse areas
+    /// when VFIO allows only parts of the region (nil: all of it).
+    static func regionInfo(_ fd: Int32, index: Int) -> (offset: off_t, size: Int, mmap: Bool, sparse: [Range<Int>]?)? {
+        let size = 1024
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 8)
+        defer { buffer.deallocate() }
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: size)
+        // struct vfio_region_info { u32 argsz, flags, index, cap_offset; u64 size, offset; }
+        buffer.storeBytes(of: UInt32(size), toByteOffset: 0, as: UInt32.self)
+        buffer.storeBytes(of: UInt32(index), toByteOffset: 8, as: UInt32.self)
+        guard ioctl(fd, CSHIM_VFIO_DEVICE_GET_REGION_INFO, buffer) == 0 else { return nil }
+        let flags = buffer.load(fromByteOffset: 4, as: UInt32.self)
+        let regionSize = Int(buffer.load(fromByteOffset: 16, as: UInt64.self))
+        let offset = off_t(Int64(bitPattern: buffer.load(fromByteOffset: 24, as: UInt64.self)))
+        var sparse: [Range<Int>]?
+        var mappable = flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0
+        var cap = flags & UInt32(VFIO_REGION_INFO_FLAG_CAPS) != 0 ? Int(buffer.load(fromByteOffset: 12, as: UInt32.self)) : 0
+        var hops = 0
+        // struct vfio_info_cap_header { u16 id, version; u32 next; }
+        while cap >= 32, cap + 16 <= size, hops < 16 {
+            hops += 1
+            let id = buffer.loadUnaligned(fromByteOffset: cap, as: UInt16.self)
+            if id == UInt16(VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
+                // { header; u32 nr_areas, reserved; struct { u64 offset, size; } areas[]; }
+                let n = Int(buffer.loadUnaligned(fromByteOffset: cap + 8, as: UInt32.self))
+                var areas: [Range<Int>] = []
+                for i in 0..<n where cap + 16 + (i + 1) * 16 <= size {
+                    let o = Int(buffer.loadUnaligned(fromByteOffset: cap + 16 + i * 16, as: UInt64.self))
+                    let s = Int(buffer.loadUnaligned(fromByteOffset: cap + 24 + i * 16, as: UInt64.self))
+                    if s > 0, o >= 0, o <= regionSize - s { areas.append(o..<o + s) }
+                }
+                sparse = areas
+                if areas.isEmpty { mappable = false }
+            }
+            cap = Int(buffer.loadUnaligned(fromByteOffset: cap + 4, as: UInt32.self))
+        }
+        return (offset, regionSize, mappable, sparse)
+    }
+
+    /// Maps a BAR: whole, or each sparse area at its place inside a reservation of the BAR's size
+    /// (the holes stay PROT_NONE and are reached through pread/pwrite).
+    static func map(_ fd: Int32, _ r: Region, sparse: [Range<Int>]?) -> Region {
+        guard let areas = sparse else {
+            let p = mmap(nil, r.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, r.offset)
+            guard let p, p != MAP_FAILED else { return r }
+            return Region(offset: r.offset, size: r.size, mapped: p, mappedRanges: [0..<r.size])
+        }
+        let reserve = mmap(nil, r.size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let reserve, reserve != MAP_FAILED else { return r }
+        var mappedAreas: [Range<Int>] = []
+        for a in areas {
+            let p = mmap(reserve + a.lowerBound, a.count, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, r.offset + off_t(a.lowerBound))
+            if let p, p != MAP_FAILED { mappedAreas.append(a) }
+        }
+        guard !mappedAreas.isEmpty else {
+            munmap(reserve, r.size)
+            return r
+        }
+        return Region(offset: r.offset, size: r.size, mapped: reserve, mappedRanges: mappedAreas)
+    }
+
+    public var backendDetails: [(String, String)] {
+        var out: [(String, String)] = [
+            ("vfio_iommu", container.noIOMMU ? "none (no-IOMMU mode: physical addresses)" : "type1, group \(container.group)"),
+            ("vfio_reset", canReset ? "VFIO_DEVICE_RESET (at open and close)" : "not offered"),
+            ("dma_memory", "\(memory.size >> 20) MiB, " + (memory.hugepages ? "2 MiB hugepages" : "4 KiB pages")),
+        ]
+        for index in regions.keys.sorted() {
+            let r = regions[index]!
+            let how: String
+            if r.mapped == nil {
+                how = "read/write calls"
+            } else if r.mappedRanges == [0..<r.size] {
+                how = "mmap"
+            } else {
+                how = "sparse mmap " + r.mappedRanges.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
+                    .joined(separator: ",") + ", the rest through calls"
+            }
+            out.append(("bar\(index)", "\(r.size) bytes, \(how)"))
+        }
+        return out
     }
 
     /// VFIO_DEVICE_RESET (function-level reset) when the device offers it.
@@ -102,7 +182,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     public func bar(_ index: Int) -> BARInfo? {
         guard let r = regions[index], index < 6 else { return nil }
-        return BARInfo(size: r.size, isMemory: barIsMemory[index], mapped: r.mapped)
+        return BARInfo(size: r.size, isMemory: barIsMemory[index], mapped: r.mapped, mappedRanges: r.mappedRanges)
     }
 
     private func access(_ r: Region, what: String, offset: Int, width: Int, write value: UInt64?) throws(PCIError) -> UInt64 {

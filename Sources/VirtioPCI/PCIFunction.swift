@@ -44,10 +44,21 @@ public struct BARInfo: @unchecked Sendable {
     public let isMemory: Bool
     /// Where the BAR is mapped into this process, or nil when it is reached through `barRead`/`barWrite`.
     public let mapped: UnsafeMutableRawPointer?
-    public init(size: Int, isMemory: Bool, mapped: UnsafeMutableRawPointer?) {
+    /// The byte ranges of the BAR that `mapped` backs: all of it, or the areas of a sparse
+    /// mapping (VFIO leaves holes, e.g. over an MSI-X table); the rest goes through calls.
+    public let mappedRanges: [Range<Int>]
+    public init(size: Int, isMemory: Bool, mapped: UnsafeMutableRawPointer?, mappedRanges: [Range<Int>]? = nil) {
         self.size = size
         self.isMemory = isMemory
         self.mapped = mapped
+        self.mappedRanges = mapped == nil ? [] : mappedRanges ?? [0..<size]
+    }
+
+    /// A pointer to [offset, offset+length) when one mapped range holds all of it.
+    public func pointer(offset: Int, length: Int) -> UnsafeMutableRawPointer? {
+        guard let mapped, offset >= 0, length >= 0,
+              mappedRanges.contains(where: { $0.lowerBound <= offset && offset + length <= $0.upperBound }) else { return nil }
+        return mapped + offset
     }
 }
 
@@ -70,6 +81,12 @@ public protocol PCIFunction: AnyObject, Sendable {
     func enableMSIX(vectors: Int) throws(PCIError) -> [Int32]
     /// Disables interrupts and closes their eventfds.
     func disableInterrupts()
+    /// Facts about the backend for `virtioctl info` (mappings, reset support).
+    var backendDetails: [(String, String)] { get }
+}
+
+extension PCIFunction {
+    public var backendDetails: [(String, String)] { [] }
 }
 
 /// Standard configuration space offsets and bits (PCI Local Bus spec).

@@ -40,7 +40,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
             throw .transport("\(function.address): \(error)")
         }
         func region(_ w: BARWindow) -> Region {
-            Region(window: w, pointer: function.bar(w.bar)?.mapped.map { $0 + w.offset })
+            Region(window: w, pointer: function.bar(w.bar)?.pointer(offset: w.offset, length: w.length))
         }
         common = region(layout.common)
         notifyRegion = region(layout.notify)
@@ -267,7 +267,8 @@ extension PCITransport: TransportDescribing {
     public var transportDetails: [(String, String)] {
         func w(_ x: BARWindow?) -> String {
             guard let x else { return "none" }
-            return "BAR \(x.bar) +0x\(String(x.offset, radix: 16)), \(x.length) bytes" + (function.bar(x.bar)?.mapped == nil ? "" : ", mapped")
+            let mapped = function.bar(x.bar)?.pointer(offset: x.offset, length: x.length) != nil
+            return "BAR \(x.bar) +0x\(String(x.offset, radix: 16)), \(x.length) bytes" + (mapped ? ", mapped" : "")
         }
         var out: [(String, String)] = [
             ("transport", "virtio PCI (modern)"),
@@ -278,6 +279,6 @@ extension PCITransport: TransportDescribing {
             ("msix_vectors", layout.msixVectors.map(String.init) ?? "none"),
         ]
         for (i, why) in layout.ignored.enumerated() { out.append(("ignored_capability_\(i)", why)) }
-        return out
+        return out + function.backendDetails
     }
 }

@@ -166,6 +166,29 @@ struct RealDeviceTests {
               + "negotiated \(FeatureNames.names(blk.negotiated, deviceType: .block).joined(separator: ","))")
     }
 
+    /// Teardown releases everything: after an attach, I/O in MSI-X mode and release, the process
+    /// holds the same fds and no mapping of the VFIO device or of DMA memory.
+    @Test func teardownLeavesNoFDOrMapping() throws {
+        func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1 }
+        func vfioMappings() -> Int {
+            let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+            return maps.split(separator: "\n").filter { $0.contains("vfio") || $0.contains("anon_hugepage") }.count
+        }
+        let (fdsBefore, mapsBefore) = (fds(), vfioMappings())
+        do {
+            let function = try VFIOPCIFunction(address: RealDevice.address!, allowNoIOMMU: RealDevice.env["VIRTIO_TEST_NOIOMMU"] == "1")
+            var options = BlockAttachOptions()
+            options.interrupts = true
+            let blk = try BlockDevice(transport: try PCITransport(function: function), options: options)
+            let b = try blk.allocateBuffer(bytes: 4096)
+            try blk.read(sector: 0, into: b)
+            #expect(fds() > fdsBefore + 2)  // container, group, device, eventfds
+        }
+        #expect(fds() == fdsBefore)
+        #expect(vfioMappings() == mapsBefore)
+        print("real-device: teardown: \(fds()) fds before and after")
+    }
+
     /// VIRTIO_F_RING_RESET on a device we did not write: reset queue 0 mid-life, then I/O works.
     @Test func ringResetThenIOWorks() throws {
         let blk = try RealDevice.open()

@@ -90,3 +90,51 @@ final class MappedFunction: PCIFunction, @unchecked Sendable {
         #expect(f.log.violations.first?.rule.contains("PCI configuration access") == true)
     }
 }
+
+/// A BAR mapped sparsely, as VFIO does around an MSI-X table: common config (0x0) and notify
+/// (0x3000) are mapped; ISR (0x1000) and device config (0x2000) fall in holes.
+final class SparseFunction: PCIFunction, @unchecked Sendable {
+    let inner: MappedFunction
+    let calls = Mutex<[Int]>([])
+    init(_ soft: SoftPCIFunction<SoftBlock>) { inner = MappedFunction(soft) }
+    var address: String { "sparse" }
+    func configRead(offset: Int, width: Int) throws(PCIError) -> UInt32 { try inner.configRead(offset: offset, width: width) }
+    func configWrite(offset: Int, width: Int, value: UInt32) throws(PCIError) {}
+    func bar(_ index: Int) -> BARInfo? {
+        index == 4 ? BARInfo(size: 0x4000, isMemory: true, mapped: inner.memory, mappedRanges: [0..<0x1000, 0x3000..<0x4000])
+                   : inner.bar(index)
+    }
+    func barRead(_ index: Int, offset: Int, width: Int) throws(PCIError) -> UInt64 {
+        calls.withLock { $0.append(offset) }
+        return 0x42
+    }
+    func barWrite(_ index: Int, offset: Int, width: Int, value: UInt64) throws(PCIError) { calls.withLock { $0.append(offset) } }
+    var dma: any DMAAllocator { inner.dma }
+    func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] { [] }
+    func disableInterrupts() {}
+}
+
+@Suite struct SparseMappingTests {
+    @Test func windowsInMappedAreasUsePointersAndHolesUseCalls() throws {
+        let f = SparseFunction(try softBlock())
+        let t = try PCITransport(function: f)
+        try t.writeStatus([.acknowledge])
+        #expect(f.inner.memory.load(fromByteOffset: 0x14, as: UInt8.self) == 1)  // mapped: straight to memory
+        #expect(f.calls.withLock { $0 }.isEmpty)
+        #expect(try t.readDeviceConfig(offset: 0, width: 4) == 0x42)       // hole: through the call
+        #expect(try t.readISR() == 0x42)
+        #expect(f.calls.withLock { $0 } == [0x2000, 0x1000])
+        let details = Dictionary(uniqueKeysWithValues: t.transportDetails)
+        #expect(details["common_cfg"]?.hasSuffix("mapped") == true)
+        #expect(details["device_cfg"]?.hasSuffix("mapped") == false)
+    }
+
+    @Test func aPointerNeedsOneRangeToHoldTheWholeWindow() {
+        let base = UnsafeMutableRawPointer(bitPattern: 0x10000)!
+        let bar = BARInfo(size: 0x4000, isMemory: true, mapped: base, mappedRanges: [0..<0x1000, 0x1000..<0x2000])
+        #expect(bar.pointer(offset: 0xFFC, length: 4) == base + 0xFFC)
+        #expect(bar.pointer(offset: 0xFFE, length: 4) == nil)  // straddles two areas: each window must sit inside one
+        #expect(bar.pointer(offset: 0x2000, length: 1) == nil)
+        #expect(BARInfo(size: 16, isMemory: true, mapped: nil).pointer(offset: 0, length: 1) == nil)
+    }
+}
