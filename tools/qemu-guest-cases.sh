@@ -24,7 +24,7 @@ run_case() {
   log=$CTL/logs/${MODE}_$(echo "$name" | tr / _).log
   t0=$(now)
   if ( "$@" ) > "$log" 2>&1; then v=PASS; else v=FAIL; fi
-  grep -q '^skip: ' "$log" && v=SKIP
+  [ $v = PASS ] && grep -q '^skip: ' "$log" && v=SKIP
   secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')
   detail=$(sed -n 's/^\(detail\|skip\): //p' "$log" | tail -1 | cut -c1-150)
   echo "$v $MODE/$name $secs $detail" >> $CTL/results
@@ -54,7 +54,7 @@ swift_test() {
   grep -q "Test $filter.* passed" $CTL/t.out || { echo "the test did not run"; return 1; }
 }
 
-driver_of() { basename "$(readlink /sys/bus/pci/devices/$1/driver)" 2>/dev/null || echo none; }
+driver_of() { d=$(readlink /sys/bus/pci/devices/$1/driver) && basename "$d" || echo none; }
 
 list_check() {  # list_check DRIVER INDEX...: list -o json shows those functions on DRIVER
   want=$1; shift
@@ -210,7 +210,7 @@ regions() {
 import json, sys
 t = json.load(open(sys.argv[1]))["transport"]
 assert t["bar4"].endswith("mmap"), t  # the virtio registers: mapped, volatile accesses
-assert all(t[k].endswith("mapped") for k in ("common_cfg", "notify", "isr", "device_cfg")), t
+assert all(", mapped" in t[k] for k in ("common_cfg", "notify", "isr", "device_cfg")), t
 print("detail: %s; %s; dma %s" % ("; ".join("%s: %s" % (k, v) for k, v in sorted(t.items()) if k.startswith("bar")), t["vfio_iommu"], t["dma_memory"]))
 EOF
 }

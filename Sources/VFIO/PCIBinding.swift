@@ -51,10 +51,18 @@ public struct PCIBinding: Sendable {
     }
 
     /// Binds `address` to vfio-pci. Without an IOMMU this needs `noIOMMU` (and a kernel whose vfio
-    /// has no-IOMMU mode); with one, `noIOMMU` is ignored.
-    public func bind(_ address: String, noIOMMU: Bool) throws(VFIOError) -> BindResult {
+    /// has no-IOMMU mode); with one, `noIOMMU` is ignored. A function the kernel is using (a
+    /// mounted or swapped-on disk, a disk under device-mapper or md, a network interface that is
+    /// up) is refused unless `force`: taking it away would pull it from under its users.
+    public func bind(_ address: String, noIOMMU: Bool, force: Bool = false) throws(VFIOError) -> BindResult {
         try checkTarget(address, verb: "bind")
         let previous = sysfs.driver(address)
+        if previous != "vfio-pci", !force {
+            let users = kernelUsers(address)
+            guard users.isEmpty else {
+                throw .unsupported("\(address) is in use: " + users.joined(separator: "; ") + "; stop using it first (or --force)")
+            }
+        }
         if previous != "vfio-pci" {
             if !sysfs.isDirectory(sysfs.root + "/bus/pci/drivers/vfio-pci") { try modprobe("vfio-pci") }
             guard sysfs.isDirectory(sysfs.root + "/bus/pci/drivers/vfio-pci") else {
@@ -79,12 +87,14 @@ public struct PCIBinding: Sendable {
         if let e = sysfs.write(dir + "/driver_override", "vfio-pci") { throw writeError(dir + "/driver_override", e) }
         if previous != nil, let e = sysfs.write(dir + "/driver/unbind", address) {
             _ = sysfs.write(dir + "/driver_override", "\n")
+            unlink(stateFile(address))
             throw writeError(dir + "/driver/unbind", e)
         }
         _ = sysfs.write(sysfs.root + "/bus/pci/drivers_probe", address)
         guard sysfs.driver(address) == "vfio-pci" else {
             _ = sysfs.write(dir + "/driver_override", "\n")
             _ = sysfs.write(sysfs.root + "/bus/pci/drivers_probe", address)
+            unlink(stateFile(address))
             throw .unsupported("\(address): vfio-pci did not take the device (see dmesg); it is now bound to \(sysfs.driver(address) ?? "no driver")")
         }
         return result(address, previous: previous, alreadyBound: false, noIOMMU: !hasIOMMU)
@@ -124,11 +134,43 @@ public struct PCIBinding: Sendable {
         return UnbindResult(address: address, driver: sysfs.driver(address))
     }
 
+    /// What on this system uses the function through its kernel driver.
+    func kernelUsers(_ address: String) -> [String] {
+        let proc = sysfs.root == "/sys" ? "/proc" : sysfs.root + "/proc"
+        let dir = devices + "/" + address
+        var disks: [(name: String, dev: String, dir: String)] = []
+        var users: [String] = []
+        for child in sysfs.list(dir) where child.hasPrefix("virtio") {
+            for disk in sysfs.list("\(dir)/\(child)/block") {
+                let d = "\(dir)/\(child)/block/\(disk)"
+                if let dev = sysfs.read(d + "/dev") { disks.append((disk, dev, d)) }
+                for part in sysfs.list(d) where part.hasPrefix(disk) {
+                    if let dev = sysfs.read("\(d)/\(part)/dev") { disks.append((part, dev, "\(d)/\(part)")) }
+                }
+            }
+            for interface in sysfs.list("\(dir)/\(child)/net") {
+                let flags = sysfs.read("\(dir)/\(child)/net/\(interface)/flags").flatMap { UInt32($0.dropFirst(2), radix: 16) } ?? 0
+                if flags & 1 != 0 { users.append("network interface \(interface) is up") }
+            }
+        }
+        guard !disks.isEmpty else { return users }
+        // mountinfo: "id parent major:minor root mountpoint ..."
+        let mounts = (sysfs.read(proc + "/self/mountinfo") ?? "").split(separator: "\n").map { $0.split(separator: " ") }
+        let swaps = (sysfs.read(proc + "/swaps") ?? "").split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").first }
+        for disk in disks {
+            for m in mounts where m.count > 4 && m[2] == disk.dev { users.append("/dev/\(disk.name) is mounted at \(m[4])") }
+            if swaps.contains(where: { $0 == "/dev/\(disk.name)" }) { users.append("/dev/\(disk.name) is a swap area") }
+            let holders = sysfs.list(disk.dir + "/holders")
+            if !holders.isEmpty { users.append("/dev/\(disk.name) is held by " + holders.sorted().joined(separator: ", ")) }
+        }
+        return users
+    }
+
     func result(_ address: String, previous: String?, alreadyBound: Bool, noIOMMU: Bool) -> BindResult {
         let group = sysfs.iommuGroup(address)
         let blockers = group.map { g in
             sysfs.groupMembers(g).sorted().filter { $0 != address }.compactMap { m -> String? in
-                guard let d = sysfs.driver(m), d != "vfio-pci" else { return nil }
+                guard let d = sysfs.driver(m), !SysfsPCI.groupFriendlyDrivers.contains(d) else { return nil }
                 return "\(m) (\(d))"
             }
         } ?? []
@@ -159,7 +201,7 @@ public struct PCIBinding: Sendable {
             path += "/" + part
             mkdir(path, 0o755)
         }
-        if access(stateFile(address), F_OK) == 0 { return }  // keep the first record
+        // Called only when the function is not on vfio-pci: any older record is stale.
         if let e = sysfs.write(stateFile(address), previous ?? "", create: true) { throw writeError(stateFile(address), e) }
     }
 

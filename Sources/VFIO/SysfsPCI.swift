@@ -25,6 +25,9 @@ public struct SysfsPCI: Sendable {
         linkPath(path)?.split(separator: "/").last.map(String.init)
     }
 
+    /// Drivers vfio accepts on the other members of a group (vfio_dev_driver_allowed and bridges).
+    static let groupFriendlyDrivers: Set<String> = ["vfio-pci", "pci-stub", "pcieport"]
+
     /// The driver bound to `address` (e.g. `virtio-pci`, `vfio-pci`), or nil.
     public func driver(_ address: String) -> String? { linkTarget(devicePath(address) + "/driver") }
 

@@ -50,7 +50,7 @@ public final class VFIOContainer: @unchecked Sendable {
         guard status.flags & UInt32(VFIO_GROUP_FLAGS_VIABLE) != 0 else {
             // Name every member that is bound to a driver other than vfio-pci.
             let blockers = sysfs.groupMembers(group).sorted().compactMap { member -> String? in
-                guard let d = sysfs.driver(member), d != "vfio-pci" else { return nil }
+                guard let d = sysfs.driver(member), !SysfsPCI.groupFriendlyDrivers.contains(d) else { return nil }
                 return "\(member) is bound to \(d)"
             }
             throw fail(.groupNotViable(group: group, blockers: blockers.isEmpty ? ["a member is in use"] : blockers))

@@ -9,8 +9,9 @@ import Glibc
 /// them, else pinned 4 KiB pages) and handed out by a bump allocator.
 /// - type1: the block is IOVA-mapped once; device address = IOVA + offset.
 /// - no-IOMMU: device addresses are physical, read from /proc/self/pagemap for every page; an
-///   allocation must be physically contiguous, so it is placed where it is (hugepages make
-///   that easy; 4 KiB pages rarely are).
+///   allocation must be physically contiguous, so it is placed where it is. Hugepages only:
+///   mlock keeps 4 KiB pages resident but compaction may still move them, and the device would
+///   then DMA into memory that is no longer ours (DPDK requires hugepages here too).
 public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let size: Int
@@ -37,9 +38,14 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
             raised.rlim_max = rlim_t.max
             if setrlimit(resource, &raised) != 0 { throw .memlock(needed: rounded, limit: Int(rl.rlim_cur)) }
         }
+        // From here the limit is not what stops us: a failure to pin is memory (or hugepages) running out.
         var p = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0)
         var usedHuge = true
         if p == MAP_FAILED || p == nil {
+            guard !container.noIOMMU else {
+                throw .unsupported("no-IOMMU DMA needs \(rounded >> 21) free 2 MiB hugepages (4 KiB pages can move under the device); "
+                    + "reserve them: echo \(rounded >> 21) >> /proc/sys/vm/nr_hugepages (HugePages_Free in /proc/meminfo), or ask for less with --dma")
+            }
             usedHuge = false
             p = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0)
         }
@@ -52,7 +58,7 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
             guard mlock(p, rounded) == 0 else {
                 let e = errno
                 munmap(p, rounded)
-                throw e == ENOMEM || e == EPERM ? .memlock(needed: rounded, limit: Int(rl.rlim_cur)) : .system("mlock", errno: e)
+                throw .system("mlock of \(rounded >> 20) MiB of DMA memory", errno: e)
             }
             do { physicalPages = try Self.physicalAddresses(p, bytes: rounded) } catch {
                 munmap(p, rounded)
@@ -62,14 +68,14 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
             return
         }
         physicalPages = []
-        do { iova = try Self.mapIOVA(container, p, bytes: rounded, huge: huge, memlock: Int(rl.rlim_cur)) } catch {
+        do { iova = try Self.mapIOVA(container, p, bytes: rounded, huge: huge) } catch {
             munmap(p, rounded)
             throw error
         }
     }
 
     /// Picks an IOVA in the first reported range with room (2 MiB aligned, never page 0) and maps.
-    static func mapIOVA(_ container: VFIOContainer, _ p: UnsafeMutableRawPointer, bytes: Int, huge: Int, memlock: Int) throws(VFIOError) -> UInt64 {
+    static func mapIOVA(_ container: VFIOContainer, _ p: UnsafeMutableRawPointer, bytes: Int, huge: Int) throws(VFIOError) -> UInt64 {
         var chosen: UInt64?
         for r in container.iovaRanges {
             let start = (max(r.lowerBound, 0x10_0000) + UInt64(huge - 1)) & ~UInt64(huge - 1)
@@ -84,7 +90,12 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
         map.size = UInt64(bytes)
         guard ioctl(container.fd, CSHIM_VFIO_IOMMU_MAP_DMA, &map) == 0 else {
             let e = errno
-            if e == ENOMEM { throw .memlock(needed: bytes, limit: memlock) }
+            if e == ENOMEM {
+                var rl = rlimit()
+                getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &rl)
+                let limit = rl.rlim_cur == rlim_t.max ? "unlimited, so memory ran out" : "\(rl.rlim_cur >> 10) KiB; other locked memory counts too"
+                throw .system("VFIO_IOMMU_MAP_DMA could not pin \(bytes >> 20) MiB (RLIMIT_MEMLOCK is \(limit)); ask for less with --dma", errno: e)
+            }
             throw .system("VFIO_IOMMU_MAP_DMA of \(bytes) bytes at IOVA 0x\(String(chosen, radix: 16))", errno: e)
         }
         return chosen
@@ -104,7 +115,7 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
         return try entries.map { (e: UInt64) throws(VFIOError) -> UInt64 in
             let frame = e & ((1 << 55) - 1)
             guard e >> 63 == 1, frame != 0 else {
-                throw .notRoot("physical addresses for no-IOMMU DMA (/proc/self/pagemap shows none; it needs CAP_SYS_ADMIN)")
+                throw .unsupported("no-IOMMU DMA needs physical addresses, and /proc/self/pagemap shows none: it takes CAP_SYS_ADMIN (run as root)")
             }
             return frame * UInt64(page)
         }
@@ -163,8 +174,7 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
             return .failure(.exhausted(requested: length, available: 0))
         }
         do { return try result.get() } catch {
-            throw .invalidRequest("no physically contiguous \(length) bytes left in the no-IOMMU DMA memory"
-                + (hugepages ? "" : " (reserve hugepages: echo 64 > /proc/sys/vm/nr_hugepages)") + "; ask for smaller buffers or more --dma")
+            throw .invalidRequest("no physically contiguous \(length) bytes left in the no-IOMMU DMA memory (2 MiB hugepages that happen not to be adjacent); ask for smaller buffers or more --dma")
         }
     }
 }

@@ -14,8 +14,8 @@ public struct BlockAttachOptions: Sendable {
     public var queueSize: Int?
     /// How long the synchronous helpers wait for a completion.
     public var timeoutMilliseconds = 10_000
-    /// MSI-X mode: vector 0 for config changes, one per queue after it (shared when the table is
-    /// short); waits sleep on eventfds. Off: poll mode, no interrupts at all.
+    /// MSI-X mode: vector 0 for config changes, one per queue after it (queues are limited to
+    /// the table); waits sleep on eventfds. Off: poll mode, no interrupts at all.
     public var interrupts = false
     public init() {}
 }
@@ -52,9 +52,21 @@ public final class BlockDevice<T: VirtioTransport> {
             try device.initialize(policy: options.policy, deviceTypeBits: blockDriverFeatures)
             let config = try BlockConfig.read(from: device)
             let available = min(Int(config.numQueues), try device.transport.numQueues())
-            let wanted = options.queues ?? available
+            var wanted = options.queues ?? available
             guard wanted >= 1, wanted <= available else {
                 throw BlockError.queueCount(asked: wanted, available: available)
+            }
+            if options.interrupts {
+                // One vector per queue plus config: a shared vector would let one queue's waiter
+                // swallow another's wake-up. Use what the table allows unless told otherwise.
+                let table = transport.interruptVectors
+                guard table >= 2 else {
+                    throw BlockError.invalidRequest("\(transport.name) has \(table) MSI-X vector(s); interrupt mode needs at least 2 (use poll mode)")
+                }
+                if options.queues == nil { wanted = min(wanted, table - 1) }
+                guard wanted <= table - 1 else {
+                    throw BlockError.invalidRequest("\(wanted) queues in interrupt mode need \(wanted + 1) MSI-X vectors and \(transport.name) has \(table); use --queues \(table - 1) or poll mode")
+                }
             }
             let f = device.negotiated
             let limits = BlockLimits(
@@ -72,7 +84,7 @@ public final class BlockDevice<T: VirtioTransport> {
             do throws(BlockError) {
                 for i in 0..<wanted {
                     let vq: Virtqueue<T>
-                    let vector = eventFDs.isEmpty ? nil : UInt16(1 + i % (eventFDs.count - 1))
+                    let vector = eventFDs.isEmpty ? nil : UInt16(1 + i)
                     do {
                         // header + data segments + segment + status fit one indirect table.
                         vq = try device.makeQueue(i, size: options.queueSize, indirectElements: min(limits.segMax + 3, 256),
@@ -115,12 +127,8 @@ public final class BlockDevice<T: VirtioTransport> {
 
     /// MSI-X: vector 0 for configuration changes, 1... for queues (as Linux lays them out).
     static func enableInterrupts(_ transport: T, queues: Int, logger: Logger) throws(BlockError) -> [Int32] {
-        let table = transport.interruptVectors
-        guard table >= 2 else {
-            throw .invalidRequest("\(transport.name) has \(table) MSI-X vector(s); interrupt mode needs at least 2 (use poll mode)")
-        }
         let fds: [Int32]
-        do { fds = try transport.enableInterrupts(count: min(table, queues + 1)) } catch { throw .virtio(error) }
+        do { fds = try transport.enableInterrupts(count: queues + 1) } catch { throw .virtio(error) }
         do {
             if try transport.setConfigVector(0) == nil {
                 logger.warning("config-change vector refused; configuration changes are not signalled")

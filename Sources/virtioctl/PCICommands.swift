@@ -28,11 +28,13 @@ extension VirtioCtl {
         @Argument(help: "PCI address, e.g. 0000:00:04.0.") var device: String
         @Flag(help: "Without an IOMMU, bind in VFIO no-IOMMU mode (no DMA isolation; the kernel is tainted).")
         var noiommu = false
+        @Flag(help: "Bind even when the kernel is using the function (a mounted disk, an interface that is up).")
+        var force = false
         @Option(name: [.short, .long], help: "Output format: normal or json.") var output: OutputFormat = .normal
 
         func run() throws {
             guard let address = DeviceSpec.pciAddress(device) else { throw CLIError("'\(device)' is not a PCI address such as 0000:00:04.0") }
-            let r = try PCIBinding().bind(address, noIOMMU: noiommu)
+            let r = try PCIBinding().bind(address, noIOMMU: noiommu, force: force)
             if output == .json { return try printJSON(r) }
             if r.alreadyBound {
                 print("\(address) is already bound to vfio-pci (group \(r.iommuGroup ?? "?"))")

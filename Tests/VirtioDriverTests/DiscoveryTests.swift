@@ -109,6 +109,26 @@ final class FakeSysfs {
         }
     }
 
+    @Test func aDiskInUseIsRefusedWithItsUsersNamed() throws {
+        guard geteuid() == 0 else { return }
+        let fs = try FakeSysfs()
+        try fs.add("0000:00:02.0", vendor: 0x1AF4, device: 0x1042, driver: "virtio-pci", group: "1")
+        let disk = "bus/pci/devices/0000:00:02.0/virtio0/block/vda"
+        try fs.mkdir(disk + "/vda1/holders")
+        try fs.mkdir(disk + "/vda2/holders")
+        try fs.mkdir(disk + "/holders")
+        try fs.write(disk + "/dev", "254:0\n")
+        try fs.write(disk + "/vda1/dev", "254:1\n")
+        try fs.write(disk + "/vda2/dev", "254:2\n")
+        try fs.mkdir("proc/self")
+        try fs.write("proc/self/mountinfo", "22 1 254:1 / / rw,relatime - ext4 /dev/vda1 rw\n")
+        try fs.write("proc/swaps", "Filename Type Size Used Priority\n/dev/vda2 partition 1024 0 -2\n")
+        #expect { try binding(fs).bind("0000:00:02.0", noIOMMU: false) } throws: {
+            "\($0)".contains("/dev/vda1 is mounted at /") && "\($0)".contains("/dev/vda2 is a swap area") && "\($0)".contains("--force")
+        }
+        #expect(try overrideUntouched(fs, "0000:00:02.0"))
+    }
+
     @Test func unknownAddressIsNamed() throws {
         let fs = try FakeSysfs()
         #expect(throws: VFIOError.noSuchDevice("0000:00:09.0")) { try binding(fs).bind("0000:00:09.0", noIOMMU: false) }
