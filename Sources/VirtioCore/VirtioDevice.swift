@@ -143,10 +143,17 @@ public final class VirtioDevice<T: VirtioTransport> {
     ///     power of two for split rings.
     ///   - indirectElements: the largest buffer (in elements) to put in an indirect table.
     ///   - vector: an MSI-X vector to program, nil for poll mode.
+    ///   - admin: an admin queue (VIRTIO_F_ADMIN_VQ): `index` must lie in admin_queue_index..+num.
     public func makeQueue(_ index: Int, size: Int? = nil, indirectElements: Int = 0,
-                          vector: UInt16? = nil) throws(VirtioError) -> Virtqueue<T> {
-        let count = try transport.numQueues()
-        guard index >= 0, index < count else { throw .noSuchQueue(queue: index, available: count) }
+                          vector: UInt16? = nil, admin: Bool = false) throws(VirtioError) -> Virtqueue<T> {
+        if admin {
+            guard has(VirtioFeature.adminVQ) else { throw .featureNotNegotiated("VIRTIO_F_ADMIN_VQ") }
+            let range = try transport.adminQueueRange()
+            guard range.contains(index) else { throw .noSuchQueue(queue: index, available: range.upperBound) }
+        } else {
+            let count = try transport.numQueues()
+            guard index >= 0, index < count else { throw .noSuchQueue(queue: index, available: count) }
+        }
         guard !queues.contains(where: { $0.index == index }) else { throw .queueAlreadyEnabled(queue: index) }
         let maxSize = try transport.queueMaxSize(index)
         guard maxSize > 0 else { throw .queueUnavailable(queue: index) }

@@ -88,6 +88,28 @@ public protocol VirtioTransport: AnyObject, SendableMetatype {
     func disableInterrupts()
     /// Programs config_msix_vector and reads it back; nil when the device refused it.
     func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16?
+
+    /// VIRTIO_F_ADMIN_VQ: the admin queues' indices, from admin_queue_index and admin_queue_num.
+    /// Call only when bit 41 is negotiated; a transport whose common window is too short for
+    /// those fields never offers 41, so they are never touched then (`transport-pci.tex`).
+    func adminQueueRange() throws(VirtioError) -> Range<Int>
+    /// The SR-IOV state of an owner function (NumVFs, VF Enable); nil without an SR-IOV capability.
+    func sriovState() throws(VirtioError) -> SRIOVState?
+}
+
+/// What the PCI SR-IOV extended capability of an owner (PF) says about its members.
+public struct SRIOVState: Sendable, Equatable {
+    public let totalVFs: Int
+    public let numVFs: Int
+    public let vfEnable: Bool
+    /// "VF Migration Capable": the admin spec wants it clear while commands are outstanding.
+    public let vfMigrationCapable: Bool
+    public init(totalVFs: Int, numVFs: Int, vfEnable: Bool, vfMigrationCapable: Bool) {
+        self.totalVFs = totalVFs
+        self.numVFs = numVFs
+        self.vfEnable = vfEnable
+        self.vfMigrationCapable = vfMigrationCapable
+    }
 }
 
 /// Transports that can describe how they reach the device (for `virtioctl info`).

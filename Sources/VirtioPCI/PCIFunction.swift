@@ -108,6 +108,29 @@ public enum PCIConfig {
 
     public static let capabilityVendor: UInt8 = 0x09
     public static let capabilityMSIX: UInt8 = 0x11
+    /// Extended configuration space (PCIe): capabilities from 0x100.
+    public static let extendedStart = 0x100
+    public static let extendedEnd = 0x1000
+    public static let extCapSRIOV: UInt16 = 0x0010
+}
+
+/// The offset of PCIe extended capability `id`, or nil (no extended space, or not there).
+/// A config space of 256 bytes answers the first read with an error or 0; both mean "none".
+public func findExtendedCapability<F: PCIFunction>(_ f: F, id: UInt16) throws(PCIError) -> Int? {
+    var at = PCIConfig.extendedStart
+    var seen = 0
+    while at >= PCIConfig.extendedStart, at + 4 <= PCIConfig.extendedEnd, seen < 512 {
+        let header: UInt32
+        do { header = try f.configRead(offset: at, width: 4) } catch {
+            if at == PCIConfig.extendedStart { return nil }
+            throw error
+        }
+        if header == 0 || header == 0xFFFF_FFFF { return nil }
+        if UInt16(truncatingIfNeeded: header) == id { return at }
+        at = Int(header >> 20) & ~3
+        seen += 1
+    }
+    return nil
 }
 
 /// Virtio PCI capability types and common-config offsets (`transport-pci.tex`; digest c.2-c.3).

@@ -244,6 +244,35 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         return try common16(VirtioPCI.configMSIXVector) == vector ? vector : nil
     }
 
+    public func adminQueueRange() throws(VirtioError) -> Range<Int> {
+        guard adminQueueRegistersAvailable else {
+            throw .transport("\(name): the common configuration window (\(layout.common.length) bytes) has no admin queue fields")
+        }
+        let first = Int(try common16(VirtioPCI.adminQueueIndex))
+        let count = Int(try common16(VirtioPCI.adminQueueNum))
+        let regular = try numQueues()
+        guard count > 0 else { throw .transport("\(name): VIRTIO_F_ADMIN_VQ negotiated but admin_queue_num reads 0") }
+        // transport-pci.tex: admin_queue_index is at or past num_queues (admin queues are not counted there).
+        guard first >= regular, first + count <= 0x10000 else {
+            throw .transport("\(name): admin_queue_index \(first) (num \(count)) overlaps the \(regular) regular queues")
+        }
+        return first..<first + count
+    }
+
+    public func sriovState() throws(VirtioError) -> SRIOVState? {
+        do {
+            guard let at = try findExtendedCapability(function, id: PCIConfig.extCapSRIOV) else { return nil }
+            let caps = try function.configRead(offset: at + 4, width: 4)
+            let control = try function.configRead(offset: at + 8, width: 2)
+            let total = try function.configRead(offset: at + 0x0E, width: 2)
+            let num = try function.configRead(offset: at + 0x10, width: 2)
+            return SRIOVState(totalVFs: Int(total), numVFs: Int(num), vfEnable: control & 1 != 0,
+                              vfMigrationCapable: caps & 1 != 0)
+        } catch {
+            throw .transport("\(name): SR-IOV capability: \(error)")
+        }
+    }
+
     @inlinable @inline(__always)
     public func notify(_ target: NotifyTarget, value: UInt32) {
         if let p = target.pointer {

@@ -11,6 +11,12 @@ public enum SoftEvent: Sendable, Equatable {
     case queueEnable(queue: Int, value: UInt16)
     case queueReset(queue: Int)
     case commandRegister(UInt16)
+    /// An admin command the function (as owner) received: opcode, group, member.
+    case adminCommand(opcode: UInt16, group: UInt16, member: UInt64)
+    /// DEV_PARTS_SET made this function (as member) run these queues from restored state.
+    case partsRestored(queues: [Int])
+    /// DEV_PARTS_SET refused, and why.
+    case partsRefused(String)
 }
 
 /// A rule the driver broke, as seen from inside the device: the clause and what happened.

@@ -251,12 +251,30 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
 }
 
 extension SoftPCIFunction where P == SoftBlock {
-    /// A software virtio-blk PCI function built from `soft:blk` options.
+    /// A software virtio-blk PCI function built from `soft:blk` options. With `vfs=N` it is an
+    /// SR-IOV owner with an admin queue and N member functions (`admin!.members`); the members
+    /// share the owner's DMA memory and its disk (as two hosts with shared storage would), so a
+    /// driver can move between them.
     public static func block(_ options: SoftBlockOptions, faults: SoftFaults = SoftFaults(),
                              address: String = "soft:blk") throws(SoftDeviceError) -> SoftPCIFunction<SoftBlock> {
         let blk = try SoftBlock(options: options, faults: faults)
+        var admin: SoftAdmin?
+        var arena: DMAArena?
+        if options.hasAdmin {
+            do { arena = try DMAArena(size: options.dmaBytes) } catch { throw .dma("\(error)") }
+            var members: [SoftPCIFunction<SoftBlock>] = []
+            for vf in 0..<options.vfs {
+                members.append(try SoftPCIFunction(personality: blk, address: "\(address)/vf\(vf + 1)",
+                                                   dmaBytes: options.dmaBytes, msixVectors: options.msixVectors,
+                                                   faults: faults, ringFeatures: SoftRingFeatures(options), arena: arena))
+            }
+            let sriov = options.vfs > 0
+                ? SRIOVState(totalVFs: options.vfs, numVFs: options.vfs, vfEnable: options.vfEnable, vfMigrationCapable: false)
+                : nil
+            admin = SoftAdmin(members: members, queueCount: options.adminQueues, sriov: sriov, fault: options.adminFault)
+        }
         return try SoftPCIFunction(personality: blk, address: address, dmaBytes: options.dmaBytes,
                                    msixVectors: options.msixVectors, faults: faults,
-                                   ringFeatures: SoftRingFeatures(options))
+                                   ringFeatures: SoftRingFeatures(options), arena: arena, admin: admin)
     }
 }

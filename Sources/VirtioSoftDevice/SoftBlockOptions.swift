@@ -25,8 +25,20 @@ public struct SoftBlockOptions: Sendable, Equatable {
     public var msixVectors = 8
     /// Bytes of DMA memory the function offers the driver (rings, request headers, data buffers).
     public var dmaBytes = 64 << 20
+    /// SR-IOV members (VFs) behind this function, which then is their owner with an admin queue.
+    public var vfs = 0
+    /// Offer VIRTIO_F_ADMIN_VQ (on by itself when `vfs` > 0).
+    public var admin = false
+    public var adminQueues = 1
+    /// VF Enable in the SR-IOV capability (off: every SR-IOV group command fails, as the spec says).
+    public var vfEnable = true
+    /// Admin-queue misbehaviour for driver tests.
+    public var adminFault: SoftAdminFault?
 
     public init() {}
+
+    /// Whether the function has an admin queue.
+    public var hasAdmin: Bool { admin || vfs > 0 }
 
     /// Every key `soft:blk` understands, with what it means (for errors and `--help`).
     public static let keys: [(String, String)] = [
@@ -50,6 +62,11 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("serial", "GET_ID serial (up to 20 bytes)"),
         ("msix", "MSI-X vectors (1-128)"),
         ("dma", "DMA memory offered to the driver, e.g. 64M"),
+        ("vfs", "SR-IOV members (0-16): the function becomes their owner, with an admin queue"),
+        ("admin", "offer VIRTIO_F_ADMIN_VQ (on|off; on by itself with vfs)"),
+        ("admin_queues", "admin queues (1-4)"),
+        ("vf_enable", "VF Enable in the SR-IOV capability (on|off)"),
+        ("admin_fault", "admin misbehaviour: " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", ")),
     ]
 
     /// Parses `key=value` pairs; every error names the key and what is allowed.
@@ -109,6 +126,15 @@ public struct SoftBlockOptions: Sendable, Equatable {
                     throw .badOption("dma=\(value): expected 1M to 16G")
                 }
                 dmaBytes = Int(n)
+            case "vfs": vfs = try int(0...16)
+            case "admin": admin = try flag()
+            case "admin_queues": adminQueues = try int(1...4)
+            case "vf_enable": vfEnable = try flag()
+            case "admin_fault":
+                guard let f = SoftAdminFault(rawValue: value.lowercased()) else {
+                    throw .badOption("admin_fault=\(value): expected one of " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                adminFault = f
             default:
                 throw .badOption("unknown key '\(key)'; soft:blk understands " + Self.keys.map(\.0).joined(separator: ", "))
             }
@@ -143,6 +169,18 @@ public func parseByteSize(_ text: String) -> UInt64? {
     guard let n = UInt64(digits) else { return nil }
     let (r, overflow) = n.multipliedReportingOverflow(by: scale)
     return overflow ? nil : r
+}
+
+/// How the software owner's admin queue misbehaves, for driver tests.
+public enum SoftAdminFault: String, Sendable, CaseIterable {
+    /// Every command past the handshake answers status 99, qualifier 0x1234 (both reserved).
+    case status
+    /// Results come back cut to half their length.
+    case short
+    /// Commands past the handshake are never completed.
+    case hang
+    /// Each command answers EAGAIN twice before it is served.
+    case eagain
 }
 
 /// Why a software device could not be built or used.

@@ -35,7 +35,7 @@ extension SoftPCIFunction {
             case 0x0C:
                 return r.driverFeatureSelect < 2 ? UInt32(truncatingIfNeeded: r.driverFeatures >> (32 * UInt64(r.driverFeatureSelect))) : 0
             case 0x10: return UInt32(r.configVector)
-            case 0x12: return UInt32(r.queues.count)
+            case 0x12: return UInt32(personality.queueCount)  // admin queues are not counted here
             case 0x14:
                 if r.resetReadsLeft > 0 {
                     r.resetReadsLeft -= 1
@@ -65,7 +65,9 @@ extension SoftPCIFunction {
                     return 1
                 }
                 return 0
-            default: return 0  // admin_queue_index / admin_queue_num: no admin queue here
+            case 0x3C: return admin == nil ? 0 : UInt32(personality.queueCount)
+            case 0x3E: return UInt32(admin?.queueCount ?? 0)
+            default: return 0
             }
         }
     }
@@ -204,6 +206,7 @@ extension SoftPCIFunction {
                 r.queues = Array(repeating: QueueRegisters(size: UInt16(personality.maxQueueSize)), count: r.queues.count)
                 r.churnLeft = faults.configChurnReads
                 stopQueues = true
+                admin?.reset()
                 return
             }
             let old = r.status
@@ -296,9 +299,19 @@ extension SoftPCIFunction {
                       "queue \(q) notified with bus mastering off")
             return
         }
-        if let why = queues[q].process(personality: personality, memory: arena, negotiated: negotiated,
-                                       faults: faults, isr: isr) {
-            deviceError(why)
+        serve(queue: q, negotiated: negotiated)
+    }
+
+    /// Serves queue `q`: a request queue with the personality, an admin queue with the admin responder.
+    func serve(queue q: Int, negotiated: FeatureSet) {
+        let why: String?
+        if q >= personality.queueCount, let admin {
+            why = queues[q].process(personality: admin, memory: arena, negotiated: negotiated, faults: faults, isr: isr,
+                                    stopped: stopped)
+        } else {
+            why = queues[q].process(personality: personality, memory: arena, negotiated: negotiated, faults: faults,
+                                    isr: isr, stopped: stopped)
         }
+        if let why { deviceError(why) }
     }
 }

@@ -24,9 +24,10 @@ enum SoftBAR {
 }
 
 /// Builds the 256-byte configuration space: header, virtio vendor capabilities and MSI-X.
+/// With `sriov`, the space is PCIe-sized (4 KiB) and carries an SR-IOV extended capability at 0x100.
 func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLength: Int, msixVectors: Int,
-                      faults: SoftFaults) -> [UInt8] {
-    var c = [UInt8](repeating: 0, count: 256)
+                      faults: SoftFaults, sriov: SRIOVState? = nil) -> [UInt8] {
+    var c = [UInt8](repeating: 0, count: sriov == nil ? 256 : PCIConfig.extendedEnd)
     func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
         withUnsafeBytes(of: v.littleEndian) { for (i, b) in $0.enumerated() { c[at + i] = b } }
     }
@@ -69,5 +70,18 @@ func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLen
     put(UInt16(msixVectors - 1), 0x9A)
     put(UInt32(SoftBAR.msix), 0x9C)
     put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), 0xA0)
+    if let sriov {
+        // PCIe SR-IOV extended capability (ID 0x0010, version 1, last in the list).
+        let at = PCIConfig.extendedStart
+        put(UInt32(PCIConfig.extCapSRIOV) | 1 << 16, at)
+        put(UInt32(sriov.vfMigrationCapable ? 1 : 0), at + 4)         // SR-IOV capabilities
+        put(UInt16(sriov.vfEnable ? 1 : 0), at + 8)                   // control: VF Enable
+        put(UInt16(sriov.totalVFs), at + 0x0C)                        // InitialVFs
+        put(UInt16(sriov.totalVFs), at + 0x0E)                        // TotalVFs
+        put(UInt16(sriov.numVFs), at + 0x10)                          // NumVFs
+        put(UInt16(1), at + 0x14)                                     // First VF Offset
+        put(UInt16(1), at + 0x16)                                     // VF Stride
+        put(UInt16(0x1040) + deviceType.rawValue, at + 0x1A)          // VF Device ID
+    }
     return c
 }

@@ -52,11 +52,16 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     let deviceConfig: [UInt8]
     let queues: [SoftQueue]
     let msixVectors: Int
+    let configSize: Int
+    /// The admin queues' responder (an owner function), or nil.
+    public let admin: SoftAdmin?
     let registers: Mutex<Registers>
     /// Read on the notify path without the register lock.
     let live = Atomic<Bool>(false)
     let busMaster = Atomic<Bool>(false)
     let needsReset = Atomic<Bool>(false)
+    /// DEV_MODE_SET STOPPED: the function serves nothing and touches no memory until resumed.
+    let stopped = Atomic<Bool>(false)
     let negotiatedBits = Atomic<UInt64>(0)
     let isr = Atomic<UInt8>(0)
     let interruptFDs = Mutex<[Int32]>([])
@@ -64,23 +69,31 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     public let failure = Mutex<String?>(nil)
 
     public init(personality: P, address: String, dmaBytes: Int, msixVectors: Int = 8,
-                faults: SoftFaults = SoftFaults(), ringFeatures: SoftRingFeatures) throws(SoftDeviceError) {
+                faults: SoftFaults = SoftFaults(), ringFeatures: SoftRingFeatures, arena shared: DMAArena? = nil,
+                admin: SoftAdmin? = nil) throws(SoftDeviceError) {
         self.address = address
         self.personality = personality
         self.faults = faults
         self.msixVectors = msixVectors
-        do { arena = try DMAArena(size: dmaBytes) } catch { throw .dma("\(error)") }
+        self.admin = admin
+        if let shared { arena = shared } else {
+            do { arena = try DMAArena(size: dmaBytes) } catch { throw .dma("\(error)") }
+        }
         var f = personality.deviceFeatures
         if !faults.omitVersion1 { f.insert(VirtioFeature.version1) }
         for bit in ringFeatures.bits { f.insert(bit) }
+        if admin != nil { f.insert(VirtioFeature.adminVQ) }
         offered = f
         deviceConfig = personality.configBytes()
-        queues = (0..<personality.queueCount).map { SoftQueue(index: $0, maxSize: personality.maxQueueSize) }
-        let space = buildConfigSpace(deviceType: personality.deviceType, queues: personality.queueCount,
-                                     deviceConfigLength: deviceConfig.count, msixVectors: msixVectors, faults: faults)
+        let total = personality.queueCount + (admin?.queueCount ?? 0)
+        queues = (0..<total).map { SoftQueue(index: $0, maxSize: personality.maxQueueSize) }
+        let space = buildConfigSpace(deviceType: personality.deviceType, queues: total,
+                                     deviceConfigLength: deviceConfig.count, msixVectors: msixVectors, faults: faults,
+                                     sriov: admin?.sriov)
+        configSize = space.count
         registers = Mutex(Registers(
             config: space,
-            queues: Array(repeating: QueueRegisters(size: UInt16(personality.maxQueueSize)), count: personality.queueCount),
+            queues: Array(repeating: QueueRegisters(size: UInt16(personality.maxQueueSize)), count: total),
             churnLeft: faults.configChurnReads,
             msixTable: [UInt8](repeating: 0, count: msixVectors * 16)))
     }
@@ -182,8 +195,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
 
     private func checkConfigAccess(_ offset: Int, _ width: Int) throws(PCIError) {
         guard width > 0, width <= 4, width & (width - 1) == 0 else { throw .badWidth(width) }
-        guard offset >= 0, offset + width <= 256, offset % width == 0 else {
-            throw .outOfRange(what: "config space", offset: offset, width: width, limit: 256)
+        guard offset >= 0, offset + width <= configSize, offset % width == 0 else {
+            throw .outOfRange(what: "config space", offset: offset, width: width, limit: configSize)
         }
     }
 

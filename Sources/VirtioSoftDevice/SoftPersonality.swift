@@ -7,6 +7,8 @@ public enum RequestOutcome: Sendable, Equatable {
     case used(UInt32)
     /// The request breaks the device type's framing rules: the device needs a reset.
     case malformed(String)
+    /// Fault injection: the device keeps the buffer and never returns it.
+    case held
 }
 
 /// A device type behind the software PCI function (blk now; balloon later).

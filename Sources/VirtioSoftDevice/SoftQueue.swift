@@ -19,6 +19,8 @@ struct QueueStart {
     let packed: Bool
     let features: RingFeatures
     let interruptFD: Int32?
+    /// Continue from a saved ring position (device parts restored into a member), or start fresh.
+    var resume: RingPosition? = nil
 }
 
 /// Mutable state of one device queue; only touched under its queue's lock.
@@ -96,12 +98,14 @@ final class SoftQueue: @unchecked Sendable {
             if q.packed {
                 let p = UnsafeMutablePointer<PackedDeviceQueue<DMAArena>>.allocate(capacity: 1)
                 p.initialize(to: PackedDeviceQueue(layout: try! PackedLayout(queueSize: q.size), descriptors: d,
-                                                   driverArea: dr, deviceArea: dv, memory: memory, features: q.features))
+                                                   driverArea: dr, deviceArea: dv, memory: memory, features: q.features,
+                                                   resuming: q.resume))
                 s.ring = .packed(p)
             } else {
                 let p = UnsafeMutablePointer<SplitDeviceQueue<DMAArena>>.allocate(capacity: 1)
                 p.initialize(to: SplitDeviceQueue(layout: try! SplitLayout(queueSize: q.size), descriptors: d,
-                                                  driverArea: dr, deviceArea: dv, memory: memory, features: q.features))
+                                                  driverArea: dr, deviceArea: dv, memory: memory, features: q.features,
+                                                  resuming: q.resume))
                 s.ring = .split(p)
             }
             s.inOrder = q.features.inOrder
@@ -112,10 +116,27 @@ final class SoftQueue: @unchecked Sendable {
 
     func stop() { state.withLock { Self.release(&$0) } }
 
-    /// Serves everything available. Returns a description of the first rule the driver broke, if any.
+    /// Where the device side stands (nil when the queue is not running).
+    var position: RingPosition? {
+        state.withLock { s in
+            switch s.ring {
+            case let .split(p)?: p.pointee.position
+            case let .packed(p)?: p.pointee.position
+            case nil: nil
+            }
+        }
+    }
+
+    /// Waits until no drain is running (a stop is seen by every later `process`: both take the lock).
+    func quiesce() { state.withLock { _ in } }
+
+    /// Serves everything available, unless the function is stopped (DEV_MODE_SET): then the
+    /// buffers stay in the ring for whoever resumes it. Returns the first rule the driver broke, if any.
     func process<P: SoftPersonality>(personality: P, memory: DMAArena, negotiated: FeatureSet,
-                                     faults: SoftFaults, isr: borrowing Atomic<UInt8>) -> String? {
+                                     faults: SoftFaults, isr: borrowing Atomic<UInt8>,
+                                     stopped: borrowing Atomic<Bool>) -> String? {
         state.withLock { s -> String? in
+            if stopped.load(ordering: .acquiring) { return nil }
             switch s.ring {
             case let .split(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
             case let .packed(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
@@ -149,6 +170,8 @@ final class SoftQueue: @unchecked Sendable {
                     n += 1
                 case let .malformed(why):
                     failure = "queue \(index): \(why)"
+                case .held:
+                    break  // fault injection: the device keeps the buffer and never returns it
                 }
                 if failure != nil { break }
                 if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served >= limit {
