@@ -144,25 +144,20 @@ public final class AdminChannel<T: VirtioTransport> {
         }
     }
 
-    /// The driver-side rules, before anything reaches the device.
+    /// The driver-side rules, before anything reaches the device (nothing is sent when one fails,
+    /// not even the handshake).
     func check(_ c: AdminCommand) throws(AdminError) {
         if let broken { throw .channelBroken(broken) }
         guard let group = AdminGroup(rawValue: c.group) else {
             throw .invalidRequest("group type \(c.group) is reserved; use self (0) or sriov (1)")
         }
-        let isHandshake = c.opcode == AdminOpcode.listQuery.rawValue || c.opcode == AdminOpcode.listUse.rawValue
-        if !isHandshake {
-            if inUse[c.group] == nil { try activate(group: group) }
-            let used = inUse[c.group]!
-            guard used.contains(c.opcode) else {
-                throw .opcodeNotInUse(opcode: c.opcode, group: c.group, inUse: used.opcodes)
-            }
-        } else if c.opcode == AdminOpcode.listUse.rawValue, let offeredSet = offered[c.group] {
-            let set = AdminOpcodeSet(decoding: c.data)
-            guard set.isSubset(of: offeredSet) else {
-                throw .handshake("LIST_USE names opcodes LIST_QUERY did not offer")
-            }
+        guard c.readable.count <= Self.maxReadable else {
+            throw .tooLarge(what: "command (header + data)", bytes: c.readable.count, limit: Self.maxReadable)
         }
+        guard c.writableLength <= Self.maxWritable else {
+            throw .tooLarge(what: "result space (status + result)", bytes: c.writableLength, limit: Self.maxWritable)
+        }
+        let isHandshake = c.opcode == AdminOpcode.listQuery.rawValue || c.opcode == AdminOpcode.listUse.rawValue
         switch group {
         case .selfGroup:
             guard c.memberID == 0 else { throw .invalidMember("the self group has one member, id 0 (got \(c.memberID))") }
@@ -172,16 +167,22 @@ public final class AdminChannel<T: VirtioTransport> {
             guard let state else {
                 throw .invalidMember("\(device.transport.name) has no SR-IOV capability: the sriov group does not exist")
             }
-            // LIST_QUERY/LIST_USE speak for the whole group; member ids name VFs 1...NumVFs.
-            if !isHandshake, !(1...max(1, UInt64(state.numVFs))).contains(c.memberID) || state.numVFs == 0 {
-                throw .invalidMember("member \(c.memberID) is out of range: the SR-IOV group has \(state.numVFs) VF(s), numbered 1...\(state.numVFs)")
+            // LIST_QUERY/LIST_USE speak for the whole group; other commands name a VF 1...NumVFs.
+            if !isHandshake, c.memberID < 1 || c.memberID > UInt64(state.numVFs) {
+                throw .invalidMember("member \(c.memberID) is out of range: the SR-IOV group has \(state.numVFs) VF(s)"
+                    + (state.numVFs > 0 ? ", numbered 1...\(state.numVFs)" : ""))
             }
         }
-        guard c.readable.count <= Self.maxReadable else {
-            throw .tooLarge(what: "command (header + data)", bytes: c.readable.count, limit: Self.maxReadable)
-        }
-        guard c.writableLength <= Self.maxWritable else {
-            throw .tooLarge(what: "result space (status + result)", bytes: c.writableLength, limit: Self.maxWritable)
+        if !isHandshake {
+            if inUse[c.group] == nil { try activate(group: group) }
+            let used = inUse[c.group]!
+            guard used.contains(c.opcode) else {
+                throw .opcodeNotInUse(opcode: c.opcode, group: c.group, inUse: used.opcodes)
+            }
+        } else if c.opcode == AdminOpcode.listUse.rawValue, let offeredSet = offered[c.group] {
+            guard AdminOpcodeSet(decoding: c.data).isSubset(of: offeredSet) else {
+                throw .handshake("LIST_USE names opcodes LIST_QUERY did not offer")
+            }
         }
     }
 
