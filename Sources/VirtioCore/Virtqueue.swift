@@ -29,6 +29,8 @@ public struct QueueCounters: Sendable, Equatable {
     public var notificationsSuppressed: UInt64 = 0
     /// Used-buffer notifications received (interrupt mode: eventfd counts read).
     public var interrupts: UInt64 = 0
+    /// Polls of the used ring that found nothing.
+    public var emptyPolls: UInt64 = 0
     public init() {}
 }
 
@@ -106,7 +108,7 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         case let .split(p): used = try p.pointee.pollUsed()
         case let .packed(p): used = try p.pointee.pollUsed()
         }
-        if used != nil { counters.buffersUsed &+= 1 }
+        if used != nil { counters.buffersUsed &+= 1 } else { counters.emptyPolls &+= 1 }
         return used
     }
 

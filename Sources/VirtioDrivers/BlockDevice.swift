@@ -17,6 +17,8 @@ public struct BlockAttachOptions: Sendable {
     /// MSI-X mode: vector 0 for config changes, one per queue after it (queues are limited to
     /// the table); waits sleep on eventfds. Off: poll mode, no interrupts at all.
     public var interrupts = false
+    /// Accept seed 000's draft statistics queue (feature bit 23, this project's choice) when offered.
+    public var draftStatsQueue = false
     public init() {}
 }
 
@@ -36,6 +38,8 @@ public final class BlockDevice<T: VirtioTransport> {
     let queues: UnsafeMutablePointer<BlockQueue<T>>
     private var nextTag: UInt64 = 1
     private var idBuffer: DMARegion?
+    /// The draft statistics queue, when negotiated (post with `startStatistics`, answer with `pollStatistics`).
+    public private(set) var stats: StatsQueueResponder<T>?
 
     /// Negotiates features, reads and checks the config, sets up queues and sets DRIVER_OK.
     /// On failure the device is left with FAILED set (or reset), never half-running.
@@ -49,7 +53,9 @@ public final class BlockDevice<T: VirtioTransport> {
         timeoutMilliseconds = options.timeoutMilliseconds
         let built: (BlockConfig, Int, UnsafeMutablePointer<BlockQueue<T>>)
         do {
-            try device.initialize(policy: options.policy, deviceTypeBits: blockDriverFeatures)
+            var bits = blockDriverFeatures
+            if options.draftStatsQueue { bits.insert(BlockFeature.draftStatsVQ) }
+            try device.initialize(policy: options.policy, deviceTypeBits: bits)
             let config = try BlockConfig.read(from: device)
             let available = min(Int(config.numQueues), try device.transport.numQueues())
             var wanted = options.queues ?? available
@@ -94,7 +100,13 @@ public final class BlockDevice<T: VirtioTransport> {
                     if let granted = queues[i].virtqueue.vector { queues[i].interruptFD = eventFDs[Int(granted)] }
                     made += 1
                 }
-                do { try device.driverOK() } catch { throw BlockError.virtio(error) }
+                do {
+                    // The draft statistics queue follows the device's request queues.
+                    if device.has(BlockFeature.draftStatsVQ) {
+                        stats = try StatsQueueResponder(device: device, queueIndex: Int(config.numQueues), capacity: 16)
+                    }
+                    try device.driverOK()
+                } catch { throw BlockError.virtio(error) }
             } catch {
                 queues.deinitialize(count: made)
                 queues.deallocate()
@@ -115,6 +127,53 @@ public final class BlockDevice<T: VirtioTransport> {
             throw .invalidRequest("\(error)")
         }
         (config, queueCount, queues) = built
+    }
+
+    /// Turns per-request accounting (seed 000 counters, latency histogram) on or off on every queue.
+    public func setAccounting(_ on: Bool) {
+        for i in 0..<queueCount { queues[i].accounting = on }
+    }
+
+    /// One queue's I/O counters.
+    public func io(queue: Int) -> BlockIOCounters {
+        precondition(queue >= 0 && queue < queueCount, "queue \(queue) out of range")
+        return queues[queue].io
+    }
+
+    /// The I/O counters of every queue, summed (histograms bucket by bucket).
+    public var ioCounters: BlockIOCounters {
+        var t = BlockIOCounters()
+        for i in 0..<queueCount {
+            let c = queues[i].io
+            t.readIOs &+= c.readIOs; t.readSectors &+= c.readSectors; t.readNanoseconds &+= c.readNanoseconds
+            t.writeIOs &+= c.writeIOs; t.writeSectors &+= c.writeSectors; t.writeNanoseconds &+= c.writeNanoseconds
+            t.otherIOs &+= c.otherIOs; t.inFlight &+= UInt64(queues[i].inFlight); t.errors &+= c.errors
+            t.busyNanoseconds = max(t.busyNanoseconds, c.busyNanoseconds)
+            t.weightedNanoseconds &+= c.weightedNanoseconds
+            for b in 0..<LatencyBuckets.count { t.latency.storage[b] &+= c.latency[b] }
+        }
+        return t
+    }
+
+    /// Seed 000's statistics, tags READ_IO (0) ... TIME_IN_QUEUE (10); ticks in milliseconds.
+    public func statEntries() -> [StatEntry] {
+        let c = ioCounters
+        let values: [UInt64] = [c.readIOs, 0, c.readSectors, c.readNanoseconds / 1_000_000, c.writeIOs, 0, c.writeSectors,
+                                c.writeNanoseconds / 1_000_000, c.inFlight, c.busyNanoseconds / 1_000_000,
+                                c.weightedNanoseconds / 1_000_000]
+        return values.enumerated().map { StatEntry(tag: UInt16($0.offset), value: $0.element) }
+    }
+
+    /// Posts the first statistics buffer (the draft's initialisation step).
+    public func startStatistics() throws(BlockError) {
+        do { try stats?.post(statEntries()) } catch { throw .virtio(error) }
+    }
+
+    /// Answers the device's statistics request, if it made one.
+    @discardableResult
+    public func pollStatistics() throws(BlockError) -> Bool {
+        guard let stats else { return false }
+        do { return try stats.poll { statEntries() } } catch { throw .virtio(error) }
     }
 
     /// Resets the device (queues stop, nothing is left running), then frees the queues.

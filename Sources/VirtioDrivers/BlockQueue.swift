@@ -49,6 +49,57 @@ public struct BlockCompletion: Sendable, Equatable {
     }
 }
 
+/// Seed 000's block statistics (the fields of Linux's /sys/block/X/stat), a latency histogram,
+/// and errors, kept per queue by the driver.
+@frozen
+public struct BlockIOCounters: Sendable, Equatable {
+    public var readIOs: UInt64 = 0, readSectors: UInt64 = 0, readNanoseconds: UInt64 = 0
+    public var writeIOs: UInt64 = 0, writeSectors: UInt64 = 0, writeNanoseconds: UInt64 = 0
+    public var otherIOs: UInt64 = 0
+    public var inFlight: UInt64 = 0
+    /// Time with at least one request in flight, and in-flight-weighted time (Linux io_ticks, time_in_queue).
+    public var busyNanoseconds: UInt64 = 0, weightedNanoseconds: UInt64 = 0
+    public var errors: UInt64 = 0
+    /// log2 latency buckets: bucket 0 holds 0 ns, bucket i holds [2^(i-1), 2^i) ns (KVM's LOG_HIST).
+    public var latency = LatencyBuckets()
+    @usableFromInline var last: UInt64 = 0
+    public init() {}
+
+    @inlinable mutating func advance(to now: UInt64, inFlight: Int) {
+        if last != 0, inFlight > 0, now > last {
+            busyNanoseconds &+= now &- last
+            weightedNanoseconds &+= (now &- last) &* UInt64(inFlight)
+        }
+        last = now
+    }
+
+    @inlinable mutating func complete(sectors: Int64, nanoseconds: UInt64, ok: Bool) {
+        if sectors > 0 {
+            readIOs &+= 1; readSectors &+= UInt64(sectors); readNanoseconds &+= nanoseconds
+        } else if sectors < 0 {
+            writeIOs &+= 1; writeSectors &+= UInt64(-sectors); writeNanoseconds &+= nanoseconds
+        } else {
+            otherIOs &+= 1
+        }
+        if !ok { errors &+= 1 }
+        latency.record(nanoseconds)
+    }
+}
+
+/// 40 log2 buckets without an array (no allocation on the hot path).
+@frozen
+public struct LatencyBuckets: Sendable, Equatable {
+    public static let count = 40
+    @usableFromInline var storage: InlineArray<40, UInt64> = .init(repeating: 0)
+    public init() {}
+    @inlinable mutating func record(_ ns: UInt64) {
+        let b = min(Self.count - 1, UInt64.bitWidth - ns.leadingZeroBitCount)
+        storage[b] &+= 1
+    }
+    public subscript(i: Int) -> UInt64 { storage[i] }
+    public static func == (a: Self, b: Self) -> Bool { (0..<count).allSatisfy { a.storage[$0] == b.storage[$0] } }
+}
+
 /// What a queue needs to know about the device to check requests before they go out.
 @usableFromInline
 struct BlockLimits: Sendable {
@@ -82,6 +133,13 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
     @usableFromInline let segLimit: Int
     /// The eventfd of this queue's MSI-X vector, or -1 in poll mode.
     public internal(set) var interruptFD: Int32 = -1
+    /// Per-request timing and the seed 000 block statistics; off until `accounting` is set
+    /// (then each submit and completion reads the monotonic clock once).
+    public var accounting = false
+    public var io = BlockIOCounters()
+    @usableFromInline let slotStart: UnsafeMutablePointer<UInt64>
+    /// Sectors of the request in a slot, negative for a write, 0 for anything else.
+    @usableFromInline let slotSectors: UnsafeMutablePointer<Int64>
 
     init(virtqueue: consuming Virtqueue<T>, limits: BlockLimits, dma: any DMAAllocator) throws(BlockError) {
         let n = virtqueue.size
@@ -102,9 +160,15 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         segLimit = indirect ? limits.segMax : max(1, min(limits.segMax, n - 3))
         scratchCapacity = limits.segMax + 3
         scratch = .allocate(capacity: scratchCapacity)
+        slotStart = .allocate(capacity: n)
+        slotStart.initialize(repeating: 0, count: n)
+        slotSectors = .allocate(capacity: n)
+        slotSectors.initialize(repeating: 0, count: n)
     }
 
     deinit {
+        slotStart.deallocate()
+        slotSectors.deallocate()
         freeSlots.deallocate()
         tokenSlot.deallocate()
         slotTag.deallocate()
@@ -245,6 +309,13 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         freeCount &-= 1
         tokenSlot[Int(token)] = slot
         slotTag[Int(slot)] = tag
+        if accounting {
+            let now = monotonicNanoseconds()
+            io.advance(to: now, inFlight: inFlight &- 1)
+            slotStart[Int(slot)] = now
+            let sectors = Int64(length / 512)
+            slotSectors[Int(slot)] = op == .read ? sectors : op == .write ? -sectors : 0
+        }
     }
 
     /// Tells the device about submitted requests (unless it suppressed notifications).
@@ -273,6 +344,11 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             }
         }
         let tag = slotTag[Int(slot)]
+        if accounting {
+            let now = monotonicNanoseconds()
+            io.advance(to: now, inFlight: inFlight)
+            io.complete(sectors: slotSectors[Int(slot)], nanoseconds: now &- slotStart[Int(slot)], ok: result == .ok)
+        }
         freeSlots[freeCount] = slot
         freeCount &+= 1
         return BlockCompletion(tag: tag, result: result, usedLength: used.length)

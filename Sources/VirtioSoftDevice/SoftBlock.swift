@@ -41,6 +41,9 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
     public init(options: SoftBlockOptions, faults: SoftFaults = SoftFaults()) throws(SoftDeviceError) {
         self.options = options
         self.faults = faults
+        let log = ConformanceLog()
+        self.log = log
+        stats = SoftStatsSink(knownTags: 0...10, log: log)
         if let path = options.file {
             let fd: FileDescriptor
             do {
@@ -100,7 +103,14 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
     }
 
     public var deviceType: VirtioDeviceType { .block }
-    public var queueCount: Int { options.queues }
+    public var queueCount: Int { options.queues + (options.statsQueue ? 1 : 0) }
+    /// The draft statistics queue follows the request queues.
+    public var statisticsQueue: Int? { options.statsQueue ? options.queues : nil }
+    public var statisticsSink: SoftStatsSink? { options.statsQueue ? stats : nil }
+    /// Seed 000's draft: tags READ_IO (0) ... TIME_IN_QUEUE (10).
+    public let stats: SoftStatsSink
+    /// Rules the driver broke on the statistics queue.
+    public let log: ConformanceLog
     public var maxQueueSize: Int { options.queueSize }
     public var counters: SoftBlockCounters { countersLock.withLock { $0 } }
     public var sectors: UInt64 { capacityBytes / 512 }
@@ -112,6 +122,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
         if options.discard { f.insert(BlockFeature.discard) }
         if options.writeZeroes { f.insert(BlockFeature.writeZeroes) }
         if options.readOnly { f.insert(BlockFeature.readOnly) }
+        if options.statsQueue { f.insert(BlockFeature.draftStatsVQ) }
         return f
     }
 
@@ -144,6 +155,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
 
     public func handle(queue: Int, chain: AvailableChain, elements: UnsafeMutableBufferPointer<ChainElement>,
                        memory: DMAArena, negotiated: FeatureSet) -> RequestOutcome {
+        if queue == statisticsQueue { return stats.received(chain: chain, elements: elements, memory: memory) }
         let io = ChainIO(elements: elements, chain: chain, memory: memory)
         let readable = io.readableBytes
         let writable = io.writableBytes

@@ -34,6 +34,10 @@ public struct SoftBlockOptions: Sendable, Equatable {
     public var vfEnable = true
     /// Admin-queue misbehaviour for driver tests.
     public var adminFault: SoftAdminFault?
+    /// Seed 000's draft statistics queue, after the request queues, on feature bit 23 (never 11).
+    public var statsQueue = false
+    /// With the statistics queue: the device asks for statistics this often (ms; 0: only when told).
+    public var statsInterval = 1000
 
     public init() {}
 
@@ -66,6 +70,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("admin", "offer VIRTIO_F_ADMIN_VQ (on|off; on by itself with vfs)"),
         ("admin_queues", "admin queues (1-4)"),
         ("vf_enable", "VF Enable in the SR-IOV capability (on|off)"),
+        ("stats_vq", "the seed-000 draft statistics queue after the request queues, on feature bit 23 (on|off)"),
+        ("stats_interval", "with stats_vq: the device asks for statistics every N ms (0: never by itself)"),
         ("admin_fault", "admin misbehaviour: " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", ")),
     ]
 
@@ -126,6 +132,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
                     throw .badOption("dma=\(value): expected 1M to 16G")
                 }
                 dmaBytes = Int(n)
+            case "stats_vq": statsQueue = try flag()
+            case "stats_interval": statsInterval = try int(0...60_000)
             case "vfs": vfs = try int(0...16)
             case "admin": admin = try flag()
             case "admin_queues": adminQueues = try int(1...4)

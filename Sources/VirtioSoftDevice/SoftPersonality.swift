@@ -9,6 +9,8 @@ public enum RequestOutcome: Sendable, Equatable {
     case malformed(String)
     /// Fault injection: the device keeps the buffer and never returns it.
     case held
+    /// A statistics queue: the device keeps the buffer and returns it when it wants fresh numbers.
+    case keep
 }
 
 /// A device type behind the software PCI function (blk now; balloon later).
@@ -23,4 +25,12 @@ public protocol SoftPersonality: AnyObject, Sendable {
     /// Serves one request popped from `queue`.
     func handle(queue: Int, chain: AvailableChain, elements: UnsafeMutableBufferPointer<ChainElement>,
                 memory: DMAArena, negotiated: FeatureSet) -> RequestOutcome
+    /// The device-driven statistics queue, if this personality has one.
+    var statisticsQueue: Int? { get }
+    var statisticsSink: SoftStatsSink? { get }
+}
+
+extension SoftPersonality {
+    public var statisticsQueue: Int? { nil }
+    public var statisticsSink: SoftStatsSink? { nil }
 }

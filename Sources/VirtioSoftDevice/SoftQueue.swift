@@ -32,6 +32,8 @@ struct EngineState: @unchecked Sendable {
     var batchIDs: UnsafeMutableBufferPointer<UInt16>
     var batchLengths: UnsafeMutableBufferPointer<UInt32>
     var batchDescriptors: UnsafeMutableBufferPointer<UInt16>
+    /// A buffer the device keeps to return later (statistics queue): its id and ring descriptors.
+    var kept: (id: UInt16, descriptors: UInt16)?
 }
 
 /// One device queue of the software function: pops requests, hands them to the personality,
@@ -114,7 +116,25 @@ final class SoftQueue: @unchecked Sendable {
         return nil
     }
 
-    func stop() { state.withLock { Self.release(&$0) } }
+    func stop() { state.withLock { s in Self.release(&s); s.kept = nil } }
+
+    /// Returns the kept buffer (0 bytes written) and signals the driver; false when none is kept.
+    func returnKept(isr: borrowing Atomic<UInt8>) -> Bool {
+        state.withLock { s -> Bool in
+            guard let k = s.kept else { return false }
+            s.kept = nil
+            switch s.ring {
+            case let .split(p)?:
+                p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors)
+                signal(&p.pointee, &s, isr: isr)
+            case let .packed(p)?:
+                p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors)
+                signal(&p.pointee, &s, isr: isr)
+            case nil: return false
+            }
+            return true
+        }
+    }
 
     /// Where the device side stands (nil when the queue is not running).
     var position: RingPosition? {
@@ -172,6 +192,8 @@ final class SoftQueue: @unchecked Sendable {
                     failure = "queue \(index): \(why)"
                 case .held:
                     break  // fault injection: the device keeps the buffer and never returns it
+                case .keep:
+                    s.kept = (chain.id, chain.ringDescriptors)
                 }
                 if failure != nil { break }
                 if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served >= limit {
@@ -210,6 +232,11 @@ final class SoftQueue: @unchecked Sendable {
                 i -= 1
             }
         }
+        signal(&ring, &s, isr: isr)
+    }
+
+    /// A used-buffer notification, if the driver wants one: MSI-X eventfd, else the ISR bit.
+    private func signal<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, isr: borrowing Atomic<UInt8>) {
         if ring.needsInterrupt() {
             interruptCount.add(1, ordering: .relaxed)
             if let fd = s.interruptFD {

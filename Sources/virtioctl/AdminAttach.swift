@@ -104,6 +104,8 @@ func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
             throw CLIError("--dma \(o.dma): expected 1M to 16G")
         }
         try run(try VFIOPCIFunction(address: address, allowNoIOMMU: o.noiommu, dmaBytes: Int(bytes)))
+    case .softBalloon:
+        throw CLIError("\(device): the software balloon has no admin virtqueue; use soft:blk,vfs=N")
     case let .vfioUser(path):
         throw CLIError("vfio-user:\(path): the vfio-user transport is not in this build yet; use soft:blk")
     }

@@ -100,6 +100,8 @@ struct DeviceOptions: ParsableArguments {
             let transport = try PCITransport(function: function, logger: logger)
             let device = try BlockDevice(transport: transport, options: attach, logger: logger)
             return try user.run(device, soft: nil)
+        case .softBalloon:
+            throw CLIError("\(device) is a virtio-balloon; this verb drives block devices (use `virtioctl attach` for a balloon)")
         case let .vfioUser(path):
             throw CLIError("vfio-user:\(path): the vfio-user transport is not in this build yet; use soft:blk")
         }

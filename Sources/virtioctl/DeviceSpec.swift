@@ -3,18 +3,24 @@ import VirtioSoftDevice
 /// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), or `vfio-user:PATH`.
 enum DeviceSpec: Equatable {
     case softBlock(SoftBlockOptions)
+    case softBalloon(SoftBalloonOptions)
     case pci(String)
     case vfioUser(String)
 
-    static let syntax = "soft:blk[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH"
+    static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH"
 
     init(parsing text: String) throws(CLIError) {
         if text.hasPrefix("soft:") {
             let parts = text.dropFirst(5).split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            guard parts.first == "blk" else {
-                throw CLIError("unknown software device '\(parts.first ?? "")' in '\(text)'; software devices: blk")
-            }
-            do { self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst()))) } catch {
+            do {
+                switch parts.first {
+                case "blk": self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst())))
+                case "balloon": self = .softBalloon(try SoftBalloonOptions(parsing: Array(parts.dropFirst())))
+                default: throw CLIError("unknown software device '\(parts.first ?? "")' in '\(text)'; software devices: blk, balloon")
+                }
+            } catch let e as CLIError {
+                throw e
+            } catch {
                 throw CLIError("\(error)")
             }
         } else if text.hasPrefix("vfio-user:") {

@@ -6,7 +6,8 @@ struct VirtioCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtioctl",
         abstract: "Userspace virtio driver control.",
-        subcommands: [Demo.self, List.self, Bind.self, Unbind.self, Info.self, Blk.self, Admin.self, RingDemoCommand.self])
+        subcommands: [Demo.self, List.self, Bind.self, Unbind.self, Info.self, Blk.self, Admin.self, Attach.self, Stats.self,
+                      RingDemoCommand.self])
 }
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {

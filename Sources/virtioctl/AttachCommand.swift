@@ -1,0 +1,228 @@
+import ArgumentParser
+import Synchronization
+import VFIO
+import VirtioCore
+import VirtioDrivers
+import VirtioPCI
+import VirtioRing
+import VirtioSoftDevice
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set by SIGINT/SIGTERM; the attach loop ends, resets the device and removes its region.
+let attachStop = Atomic<Bool>(false)
+
+/// A background block load for `attach --load`: `randread,qd=4,bs=4K`.
+struct LoadSpec {
+    var pattern: BenchPattern = .randread
+    var depth = 4
+    var blockSize = 4096
+
+    init(parsing text: String) throws {
+        for (i, part) in text.split(separator: ",").map(String.init).enumerated() {
+            if i == 0, let p = BenchPattern(rawValue: part) { pattern = p; continue }
+            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            switch (kv.first ?? "", kv.count == 2 ? kv[1] : "") {
+            case let ("qd", v): guard let n = Int(v), (1...256).contains(n) else { throw CLIError("--load qd=\(v): 1...256") }; depth = n
+            case let ("bs", v):
+                guard let n = parseByteSize(v), n >= 512, n <= 1 << 20, n % 512 == 0 else { throw CLIError("--load bs=\(v): 512 bytes to 1M, a multiple of 512") }
+                blockSize = Int(n)
+            default:
+                throw CLIError("--load '\(text)': expected PATTERN[,qd=N][,bs=SIZE] with PATTERN one of \(BenchPattern.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+    }
+}
+
+extension VirtioCtl {
+    /// `virtioctl attach DEVICE`: the long-running owner of a device.
+    struct Attach: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Attach to a device and own it: answer its statistics queue, keep the driver's counters in a statistics region, optionally run a block load; SIGINT/SIGTERM resets the device and removes the region.",
+            discussion: "Devices: virtio-blk (soft:blk, PCI) and virtio-balloon (soft:balloon, PCI). Read the region with `virtioctl stats PATH`.")
+
+        @OptionGroup var device: DeviceOptions
+        @Option(help: "Statistics region to create (e.g. /dev/shm/virtio-blk.stats); removed on exit.") var statsFile: String?
+        @Option(help: "Block load while attached: PATTERN[,qd=N][,bs=SIZE], e.g. randread,qd=4.") var load: String?
+        @Option(help: "Region update period in milliseconds.") var intervalMs: Int = 200
+        @Option(help: "Stop after this many seconds (default: until SIGINT/SIGTERM).") var duration: Double?
+        @Flag(help: "Accept the seed-000 draft virtio-blk statistics queue (feature bit 23) when the device offers it.")
+        var blkStatsVq = false
+
+        func validate() throws {
+            guard (10...60_000).contains(intervalMs) else { throw ValidationError("--interval-ms must be 10...60000") }
+            if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        }
+
+        func run() throws {
+            let loadSpec = try load.map(LoadSpec.init(parsing:))
+            signal(SIGINT) { _ in attachStop.store(true, ordering: .releasing) }
+            signal(SIGTERM) { _ in attachStop.store(true, ordering: .releasing) }
+            let spec = try device.spec()
+            if case let .softBalloon(options) = spec {
+                guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }
+                let f = try SoftPCIFunction.balloon(options)
+                try runBalloon(try PCITransport(function: f, logger: device.logger), soft: f, interval: options.statsInterval)
+                return
+            }
+            if case let .pci(address) = spec {
+                guard let bytes = parseByteSize(device.dma), bytes >= 1 << 20 else { throw CLIError("--dma \(device.dma): expected 1M to 16G") }
+                let f = try VFIOPCIFunction(address: address, allowNoIOMMU: device.noiommu, dmaBytes: Int(bytes))
+                let t = try PCITransport(function: f, logger: device.logger)
+                if t.deviceType == .balloon {
+                    guard loadSpec == nil else { throw CLIError("--load needs a block device; \(address) is a balloon") }
+                    try runBalloon(t, soft: nil, interval: 0)
+                    return
+                }
+                try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
+                return
+            }
+            guard case let .softBlock(options) = spec else { throw CLIError("\(device.device): not supported by attach yet") }
+            let f = try SoftPCIFunction.block(options)
+            try runBlock(try BlockDevice(transport: try PCITransport(function: f, logger: device.logger), options: attachOptions(),
+                                         logger: device.logger), soft: f, load: loadSpec)
+        }
+
+        func attachOptions() throws -> BlockAttachOptions {
+            var o = BlockAttachOptions()
+            o.policy = try device.policy(for: .block)
+            o.queues = device.queues
+            o.queueSize = device.queueSize
+            o.draftStatsQueue = blkStatsVq || device.device.contains("stats_vq=on")
+            return o
+        }
+
+        func region(_ id: String, _ stats: DriverStatistics) throws -> StatsRegionWriter? {
+            guard let statsFile else { return nil }
+            let w = try StatsRegionWriter(path: statsFile, layout: stats.layout)
+            note("virtioctl: statistics region \(statsFile) (\(stats.layout.descriptors.count) statistics); read it with `virtioctl stats \(statsFile)`")
+            return w
+        }
+
+        var deadline: UInt64? { duration.map { monotonicNanoseconds() + UInt64($0 * 1e9) } }
+
+        func runBalloon<T: VirtioTransport>(_ t: T, soft: SoftPCIFunction<SoftBalloon>?, interval: Int) throws {
+            let balloon = try BalloonDevice(transport: t, policy: try device.policy(for: .balloon), logger: device.logger)
+            let stats = DriverStatistics(id: "virtio-balloon \(t.name)", queues: 0, block: false, balloon: true)
+            let writer = try region("virtio-balloon \(t.name)", stats)
+            defer { writer?.remove() }
+            note("virtioctl: attached \(t.name) (balloon\(balloon.stats == nil ? ", no statistics queue" : "")); SIGINT or SIGTERM to stop")
+            let end = deadline
+            var nextUpdate: UInt64 = 0, nextSoftRequest: UInt64 = 0
+            while !attachStop.load(ordering: .acquiring) {
+                let now = monotonicNanoseconds()
+                if let end, now >= end { break }
+                // A soft device asks on its own clock (stats_interval), here in the same loop.
+                if let soft, interval > 0, now >= nextSoftRequest {
+                    soft.requestStatistics()
+                    nextSoftRequest = now + UInt64(interval) * 1_000_000
+                }
+                let answered = try balloon.poll()
+                if let writer, answered || now >= nextUpdate {
+                    writer.update { v in stats.write(balloon: balloon.stats?.lastPosted ?? [], requests: balloon.stats?.requests ?? 0, to: v) }
+                    nextUpdate = now + UInt64(intervalMs) * 1_000_000
+                }
+                if !answered { usleep(1000) }
+            }
+            note("virtioctl: \(balloon.stats?.requests ?? 0) statistics request(s) answered; device reset")
+        }
+
+        func runBlock<T: VirtioTransport>(_ blk: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?, load: LoadSpec?) throws {
+            blk.setAccounting(true)
+            let stats = DriverStatistics(id: "virtio-blk \(blk.device.transport.name)", queues: blk.queueCount, block: true,
+                                         balloon: false)
+            let writer = try region("virtio-blk \(blk.device.transport.name)", stats)
+            defer { writer?.remove() }
+            try blk.startStatistics()
+            note("virtioctl: attached \(blk.device.transport.name) (blk, \(blk.queueCount) queue(s)\(blk.stats != nil ? ", draft statistics queue" : ""))\(load.map { ", load \($0.pattern.rawValue) qd \($0.depth)" } ?? ""); SIGINT or SIGTERM to stop")
+            var generator = try load.map { try LoadGenerator(blk, $0) }
+            let softInterval = soft.map { $0.personality.options.statsInterval } ?? 0
+            let end = deadline
+            var nextUpdate: UInt64 = 0, nextSoftRequest: UInt64 = 0
+            while !attachStop.load(ordering: .acquiring) {
+                let now = monotonicNanoseconds()
+                if let end, now >= end { break }
+                if let soft, softInterval > 0, now >= nextSoftRequest {
+                    soft.requestStatistics()
+                    nextSoftRequest = now + UInt64(softInterval) * 1_000_000
+                }
+                let worked = try generator?.step() ?? false
+                let answered = try blk.pollStatistics()
+                if let writer, answered || now >= nextUpdate {
+                    writer.update { v in
+                        for q in 0..<blk.queueCount { stats.write(queue: q, blk.counters(queue: q), io: blk.io(queue: q), to: v) }
+                        stats.write(block: blk.statEntries(), requests: blk.stats?.requests ?? 0, to: v)
+                    }
+                    nextUpdate = now + UInt64(intervalMs) * 1_000_000
+                }
+                if !worked && !answered { usleep(1000) }
+            }
+            _ = try? generator?.drain()
+            generator = nil
+            let io = blk.ioCounters
+            note("virtioctl: \(io.readIOs) reads, \(io.writeIOs) writes, \(io.errors) errors; \(blk.stats?.requests ?? 0) statistics request(s) answered; device reset")
+        }
+    }
+}
+
+/// Keeps `depth` requests in flight on queue 0 (random or sequential offsets), for `attach --load`.
+final class LoadGenerator<T: VirtioTransport> {
+    let blk: BlockDevice<T>
+    let spec: LoadSpec
+    let buffers: DMARegion
+    var free: [Int]
+    var rng: UInt64 = 0x2545_F491_4F6C_DD1D
+    var sequential: UInt64 = 0
+    let slots: UInt64
+
+    init(_ blk: BlockDevice<T>, _ spec: LoadSpec) throws {
+        self.blk = blk
+        self.spec = spec
+        buffers = try blk.allocateBuffer(bytes: spec.depth * spec.blockSize)
+        free = Array(0..<spec.depth)
+        slots = blk.capacityBytes / UInt64(spec.blockSize)
+        guard slots > 0 else { throw CLIError("--load bs=\(spec.blockSize) is larger than the device") }
+    }
+
+    /// Submits what fits, kicks, reaps; true when anything moved.
+    func step() throws -> Bool {
+        var moved = false
+        try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
+            var added = 0
+            while let slot = free.last, q.slotsFree > 0 {
+                rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+                let write: Bool
+                switch spec.pattern {
+                case .randread, .read: write = false
+                case .randwrite, .write: write = true
+                case .randrw: write = rng & 1 == 0
+                }
+                let index = spec.pattern.random ? rng % slots : sequential % slots
+                sequential &+= 1
+                let sector = index * UInt64(spec.blockSize / 512)
+                try q.submit(write ? .write : .read, sector: sector,
+                             data: BufferElement(address: buffers.deviceAddress + UInt64(slot * spec.blockSize),
+                                                 length: UInt32(spec.blockSize)), tag: UInt64(slot))
+                free.removeLast()
+                added += 1
+            }
+            if added > 0 { q.kick(); moved = true }
+            while let c = try q.poll() {
+                free.append(Int(c.tag))
+                moved = true
+            }
+        }
+        return moved
+    }
+
+    /// Waits for what is in flight (bounded) so the device is reset with nothing outstanding.
+    func drain() throws {
+        let end = monotonicNanoseconds() + 2_000_000_000
+        while free.count < spec.depth, monotonicNanoseconds() < end {
+            try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
+                while let c = try q.poll() { free.append(Int(c.tag)) }
+            }
+        }
+    }
+}
