@@ -11,4 +11,9 @@ if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then echo "setup: need root to install: ${need[*]}" >&2; exit 1; fi
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
+# prometheus-client (PyPI): the tests parse `virtioctl stats -o prometheus` with its reference parser.
+if command -v python3 >/dev/null && ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install -q --disable-pip-version-check prometheus-client 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+    python3 -c 'import prometheus_client' || { echo "setup: could not install prometheus-client with pip" >&2; exit 1; }
+fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected Swift 6.3 at /opt/swift)" >&2; exit 1; }

@@ -59,6 +59,12 @@ extension VirtioCtl {
             let loadSpec = try load.map(LoadSpec.init(parsing:))
             signal(SIGINT) { _ in attachStop.store(true, ordering: .releasing) }
             signal(SIGTERM) { _ in attachStop.store(true, ordering: .releasing) }
+            // A parent may have started us with these blocked (the mask is inherited): unblock them.
+            var unblock = sigset_t()
+            sigemptyset(&unblock)
+            sigaddset(&unblock, SIGINT)
+            sigaddset(&unblock, SIGTERM)
+            pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
             let spec = try device.spec()
             if case let .softBalloon(options) = spec {
                 guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }

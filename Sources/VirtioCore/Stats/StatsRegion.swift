@@ -25,7 +25,7 @@ public struct StatsValues {
 
 /// The one writer of a statistics region: a file (typically under /dev/shm) laid out as
 /// `StatsLayout` says, updated under a seqlock so any number of readers get consistent snapshots.
-public final class StatsRegionWriter {
+public final class StatsRegionWriter: @unchecked Sendable {  // one thread updates at a time
     public let path: String
     public let layout: StatsLayout
     let base: UnsafeMutableRawPointer
