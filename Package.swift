@@ -32,13 +32,15 @@ let package = Package(
                 dependencies: ["VirtioCore", "VirtioRing", "CShim", .product(name: "Logging", package: "swift-log")]),
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
         .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim", "CLibPCI"]),
+        // vfio-user (QEMU docs/interop/vfio-user.rst): client (a PCIFunction) and server, fds over a UNIX socket.
+        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioRing", "CShim"]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
         .target(name: "VirtioSoftDevice",
-                dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "CShim",
+                dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
                                .product(name: "SystemPackage", package: "swift-system")]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
@@ -46,8 +48,8 @@ let package = Package(
         .target(name: "CMallocCount"),
         .executableTarget(
             name: "virtioctl",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "CShim",
-                           "CMallocCount",
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                           "CShim", "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
@@ -61,8 +63,8 @@ let package = Package(
             dependencies: ["VirtioRing", "CShim", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(
             name: "VirtioDriverTests",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "CShim",
-                           "CMallocCount", "TestSupport"]),
+            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                           "CShim", "CMallocCount", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

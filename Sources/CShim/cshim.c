@@ -43,3 +43,67 @@ int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int sta
     free(set);
     return rc;
 }
+
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+int cshim_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+/* sendmsg with up to CSHIM_MAX_FDS descriptors as SCM_RIGHTS; the whole buffer or -errno. */
+long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds) {
+    if (nfds < 0 || nfds > CSHIM_MAX_FDS) return -EINVAL;
+    union { char b[CMSG_SPACE(sizeof(int) * CSHIM_MAX_FDS)]; struct cmsghdr align; } control;
+    size_t sent = 0;
+    while (sent < len) {
+        struct iovec iov = { .iov_base = (char *)buf + sent, .iov_len = len - sent };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+        if (sent == 0 && nfds > 0) {
+            memset(&control, 0, sizeof control);
+            m.msg_control = control.b;
+            m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+        }
+        ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        sent += (size_t)n;
+    }
+    return (long)sent;
+}
+
+/* recvmsg of up to len bytes (at least 1 unless the peer closed: 0); descriptors that came with
+ * them land in fds (close-on-exec), their number in *nfds; extra or truncated ones are closed and
+ * reported as -EMSGSIZE. Returns bytes read or -errno. */
+long cshim_recv_with_fds(int sock, void *buf, size_t len, int32_t *fds, int maxfds, int *nfds) {
+    union { char b[CMSG_SPACE(sizeof(int) * CSHIM_MAX_FDS)]; struct cmsghdr align; } control;
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.b, .msg_controllen = sizeof control.b };
+    *nfds = 0;
+    ssize_t n;
+    do { n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -errno;
+    int overflow = (m.msg_flags & MSG_CTRUNC) != 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *in = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            if (*nfds < maxfds) fds[(*nfds)++] = in[i];
+            else { close(in[i]); overflow = 1; }
+        }
+    }
+    if (overflow) {
+        for (int i = 0; i < *nfds; i++) close(fds[i]);
+        *nfds = 0;
+        return -EMSGSIZE;
+    }
+    return (long)n;
+}

@@ -69,6 +69,15 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
     public let size: Int
     public let deviceBase: UInt64
     private let next = Mutex<Int>(0)
+    private let owned: Bool
+
+    /// Memory mapped by someone else (a vfio-user client's shared memory): translated, never unmapped here.
+    public init(external pointer: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64) {
+        base = pointer
+        self.size = size
+        self.deviceBase = deviceBase
+        owned = false
+    }
 
     public init(size: Int, deviceBase: UInt64 = 0x1_0000_0000) throws(DMAError) {
         guard size > 0 else { throw .invalidRequest("arena size must be positive") }
@@ -79,9 +88,10 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
         base = p
         self.size = rounded
         self.deviceBase = deviceBase
+        owned = true
     }
 
-    deinit { munmap(base, size) }
+    deinit { if owned { munmap(base, size) } }
 
     public func allocate(length: Int, alignment: Int = 64) throws(DMAError) -> DMARegion {
         let offset = try bumpAllocate(next, size: size, length: length, alignment: alignment)

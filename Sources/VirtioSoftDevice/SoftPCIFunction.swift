@@ -45,7 +45,9 @@ struct Registers {
 public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked Sendable {
     public let address: String
     public let personality: P
-    public let arena: DMAArena
+    /// The memory the device reaches by DMA: its own arena, or a vfio-user client's (adopted).
+    public var arena: DMAArena { arenaBox.withLock { $0 } }
+    let arenaBox: Mutex<DMAArena>
     public let faults: SoftFaults
     public let log = ConformanceLog()
     let offered: FeatureSet
@@ -76,8 +78,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         self.faults = faults
         self.msixVectors = msixVectors
         self.admin = admin
-        if let shared { arena = shared } else {
-            do { arena = try DMAArena(size: dmaBytes) } catch { throw .dma("\(error)") }
+        if let shared { arenaBox = Mutex(shared) } else {
+            do { arenaBox = Mutex(try DMAArena(size: dmaBytes)) } catch { throw .dma("\(error)") }
         }
         var f = personality.deviceFeatures
         if !faults.omitVersion1 { f.insert(VirtioFeature.version1) }

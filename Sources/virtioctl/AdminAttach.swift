@@ -107,7 +107,8 @@ func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
     case .softBalloon:
         throw CLIError("\(device): the software balloon has no admin virtqueue; use soft:blk,vfs=N")
     case let .vfioUser(path):
-        throw CLIError("vfio-user:\(path): the vfio-user transport is not in this build yet; use soft:blk")
+        let t = try openVFIOUser(path: path, dma: o.dma, logger: o.logger)
+        try run(t.function)
     }
 }
 

@@ -84,7 +84,17 @@ extension VirtioCtl {
                 try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
                 return
             }
-            guard case let .softBlock(options) = spec else { throw CLIError("\(device.device): not supported by attach yet") }
+            if case let .vfioUser(path) = spec {
+                let t = try openVFIOUser(path: path, dma: device.dma, logger: device.logger)
+                if t.deviceType == .balloon {
+                    guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }
+                    try runBalloon(t, soft: nil, interval: 0)
+                    return
+                }
+                try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
+                return
+            }
+            guard case let .softBlock(options) = spec else { throw CLIError("\(device.device): not supported by attach") }
             let f = try SoftPCIFunction.block(options)
             try runBlock(try BlockDevice(transport: try PCITransport(function: f, logger: device.logger), options: attachOptions(),
                                          logger: device.logger), soft: f, load: loadSpec)

@@ -103,7 +103,9 @@ struct DeviceOptions: ParsableArguments {
         case .softBalloon:
             throw CLIError("\(device) is a virtio-balloon; this verb drives block devices (use `virtioctl attach` for a balloon)")
         case let .vfioUser(path):
-            throw CLIError("vfio-user:\(path): the vfio-user transport is not in this build yet; use soft:blk")
+            let transport = try openVFIOUser(path: path, dma: dma, logger: logger)
+            let device = try BlockDevice(transport: transport, options: attach, logger: logger)
+            return try user.run(device, soft: nil)
         }
     }
 }

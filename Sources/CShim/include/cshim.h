@@ -1,6 +1,7 @@
 #ifndef CSHIM_H
 #define CSHIM_H
 /* Only what Swift cannot do itself (see shared/reference/swift-notes.md). */
+#include <stddef.h>
 #include <stdint.h>
 
 /* Pins the calling thread to one CPU; returns 0 or an errno value. */
@@ -43,5 +44,13 @@ static const unsigned long CSHIM_VFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
  * vectors start.. of irq index `index`; count 0 disables the index. Returns 0 or -errno. */
 int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int start, unsigned int count,
                                 const int32_t *fds);
+
+/* memfd_create(2) with MFD_CLOEXEC (GNU-gated in Swift's Glibc). */
+int cshim_memfd_create(const char *name);
+
+/* Stream-socket messages with file descriptors (SCM_RIGHTS; the CMSG_* macros do not import). */
+#define CSHIM_MAX_FDS 16
+long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds);
+long cshim_recv_with_fds(int sock, void *buf, size_t len, int32_t *fds, int maxfds, int *nfds);
 
 #endif

@@ -1,0 +1,206 @@
+import CShim
+import Synchronization
+import VirtioPCI
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// DMA memory the client shares with a vfio-user server: one memfd, mapped here and handed to
+/// the server with DMA_MAP (the server maps the same pages). Bump allocation like `DMAArena`.
+public final class SharedDMAMemory: DMAAllocator, @unchecked Sendable {
+    public let fd: Int32
+    public let base: UnsafeMutableRawPointer
+    public let size: Int
+    public let deviceBase: UInt64
+    private let next = Mutex<Int>(0)
+
+    public init(size: Int, deviceBase: UInt64 = 0x1_0000_0000) throws(DMAError) {
+        let page = 4096
+        let rounded = (size + page - 1) / page * page
+        let fd = cshim_memfd_create("virtio-swift-dma")
+        guard fd >= 0 else { throw .mapFailed(errno: errno) }
+        guard ftruncate(fd, off_t(rounded)) == 0, let p = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0),
+              p != MAP_FAILED else {
+            let e = errno
+            close(fd)
+            throw .mapFailed(errno: e)
+        }
+        self.fd = fd
+        base = p
+        self.size = rounded
+        self.deviceBase = deviceBase
+    }
+
+    deinit {
+        munmap(base, size)
+        close(fd)
+    }
+
+    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
+        let offset = try bumpAllocate(next, size: size, length: length, alignment: alignment)
+        (base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: length)
+        return DMARegion(pointer: base + offset, deviceAddress: deviceBase + UInt64(offset), length: length)
+    }
+}
+
+/// A PCI function reached over vfio-user (`vfio-user:/path/to.sock`): configuration space and
+/// BARs through REGION_READ/WRITE, DMA memory shared by memfd, MSI-X through eventfds passed
+/// with DEVICE_SET_IRQS. Doorbell writes are posted (no reply). If the server dies, every call
+/// fails with an error naming it (register reads included, so waiting drivers notice at once).
+public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
+    public let address: String
+    let conn: VFIOUserConnection
+    let lock = Mutex<UInt16>(0)  // message ids; held across each request and its reply
+    let memory: SharedDMAMemory
+    let regionSizes: [Int]
+    let dead = Atomic<Bool>(false)
+    private var interruptFDs: [Int32] = []
+    public let serverCapabilities: String
+
+    public init(path: String, dmaBytes: Int) throws(VFIOUserError) {
+        address = "vfio-user:\(path)"
+        conn = try VFIOUserConnection.connect(path: path)
+        do { memory = try SharedDMAMemory(size: dmaBytes) } catch { throw .io("DMA memory: \(error)") }
+        var sizes = [Int](repeating: 0, count: Int(VFIOUserConst.numRegions))
+        var caps = ""
+        // VERSION first: major 0, our capabilities.
+        let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
+        let v = try Self.request(conn, lock, .version, VFIOUserPayload.version(major: 0, minor: 1, json: json))
+        guard let parsed = VFIOUserPayload.parseVersion(v.payload), parsed.major == 0, parsed.minor <= 1 else {
+            throw .protocolError("the server answered VERSION with an unsupported version")
+        }
+        caps = parsed.json
+        let info = Reader(try Self.request(conn, lock, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
+        guard info.u32(4) & VFIOUserConst.devicePCI != 0, info.u32(8) >= VFIOUserConst.numRegions else {
+            throw .protocolError("the server's device is not a PCI device with \(VFIOUserConst.numRegions) regions")
+        }
+        for index in 0..<Int(VFIOUserConst.numRegions) where index < 6 || index == Int(VFIOUserConst.configRegion) {
+            let r = try Self.request(conn, lock, .deviceGetRegionInfo,
+                                     VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
+            for fd in r.fds { close(fd) }  // mappable regions are not used: every access is a message
+            sizes[index] = Int(Reader(r.payload).u64(16))
+        }
+        regionSizes = sizes
+        serverCapabilities = caps
+        // All DMA memory in one window the server maps from our memfd.
+        _ = try Self.request(conn, lock, .dmaMap,
+                             VFIOUserPayload.dmaMap(flags: VFIOUserConst.dmaRead | VFIOUserConst.dmaWrite, offset: 0,
+                                                    address: memory.deviceBase, size: UInt64(memory.size)),
+                             fds: [memory.fd])
+    }
+
+    deinit { disableInterrupts() }
+
+    /// One command and its reply (an error reply throws); serialised with the lock.
+    static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ cmd: VFIOUserCommand, _ payload: [UInt8],
+                        fds: [Int32] = [], noReply: Bool = false) throws(VFIOUserError) -> VFIOUserMessage {
+        let result: Result<VFIOUserMessage, VFIOUserError> = lock.withLock { id in
+            id &+= 1
+            do throws(VFIOUserError) {
+                try conn.send(VFIOUserMessage(id: id, command: cmd, flags: noReply ? VFIOUserHeader.noReply : 0,
+                                              payload: payload, fds: fds))
+                if noReply { return .success(VFIOUserMessage(id: id, command: cmd)) }
+                let r = try conn.receive()
+                guard r.header.isReply, r.header.messageID == id else {
+                    for f in r.fds { close(f) }
+                    return .failure(.protocolError("expected the reply to message \(id), got message \(r.header.messageID)"))
+                }
+                if r.header.isError { return .failure(.remote(command: cmd.rawValue, errno: r.header.error)) }
+                return .success(r)
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    func call(_ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false) throws(PCIError) -> VFIOUserMessage {
+        if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
+        do { return try Self.request(conn, lock, cmd, payload, fds: fds, noReply: noReply) } catch {
+            if case .disconnected = error { dead.store(true, ordering: .releasing) }
+            if case .io = error { dead.store(true, ordering: .releasing) }
+            throw .io("\(address): \(error)")
+        }
+    }
+
+    public var isConnected: Bool { !dead.load(ordering: .acquiring) }
+
+    func read(region: UInt32, offset: Int, width: Int) throws(PCIError) -> UInt64 {
+        let r = try call(.regionRead, VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(width)))
+        guard r.payload.count == 16 + width else { throw .io("\(address): REGION_READ returned \(r.payload.count - 16) bytes, asked \(width)") }
+        let rd = Reader(r.payload)
+        var v: UInt64 = 0
+        for i in 0..<width { v |= UInt64(rd.u8(16 + i)) << (8 * UInt64(i)) }
+        return v
+    }
+
+    func write(region: UInt32, offset: Int, width: Int, value: UInt64, posted: Bool = false) throws(PCIError) {
+        let data = (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
+        _ = try call(.regionWrite, VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(width), data: data),
+                     noReply: posted)
+    }
+
+    // MARK: PCIFunction
+
+    public func configRead(offset: Int, width: Int) throws(PCIError) -> UInt32 {
+        guard offset >= 0, offset + width <= regionSizes[Int(VFIOUserConst.configRegion)] else {
+            throw .outOfRange(what: "config space", offset: offset, width: width, limit: regionSizes[Int(VFIOUserConst.configRegion)])
+        }
+        return UInt32(truncatingIfNeeded: try read(region: VFIOUserConst.configRegion, offset: offset, width: width))
+    }
+
+    public func configWrite(offset: Int, width: Int, value: UInt32) throws(PCIError) {
+        try write(region: VFIOUserConst.configRegion, offset: offset, width: width, value: UInt64(value))
+    }
+
+    public func bar(_ index: Int) -> BARInfo? {
+        guard index >= 0, index < 6, regionSizes[index] > 0 else { return nil }
+        return BARInfo(size: regionSizes[index], isMemory: true, mapped: nil)
+    }
+
+    public func barRead(_ index: Int, offset: Int, width: Int) throws(PCIError) -> UInt64 {
+        try read(region: UInt32(index), offset: offset, width: width)
+    }
+
+    /// BAR writes are posted when they are doorbell-sized (2 or 4 bytes into the notify area is
+    /// the hot path); register writes wait for the reply so errors surface.
+    public func barWrite(_ index: Int, offset: Int, width: Int, value: UInt64) throws(PCIError) {
+        try write(region: UInt32(index), offset: offset, width: width, value: value, posted: postedWrites(index, offset))
+    }
+
+    /// Writes the transport marks as doorbells (see `PCITransport.notify`): offsets in `postedRange` of BAR `postedBAR`.
+    public var postedBAR = -1
+    public var postedRange: Range<Int> = 0..<0
+    func postedWrites(_ bar: Int, _ offset: Int) -> Bool { bar == postedBAR && postedRange.contains(offset) }
+
+    public var dma: any DMAAllocator { memory }
+
+    public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
+        disableInterrupts()
+        let fds = try makeInterruptEventFDs(vectors)
+        do {
+            _ = try call(.deviceSetIRQs, VFIOUserPayload.setIRQs(flags: VFIOUserConst.dataEventFD | VFIOUserConst.actionTrigger,
+                                                                 index: VFIOUserConst.irqMSIX, start: 0, count: UInt32(vectors)),
+                         fds: fds)
+        } catch {
+            for f in fds { close(f) }
+            throw error
+        }
+        interruptFDs = fds
+        return fds
+    }
+
+    public func disableInterrupts() {
+        guard !interruptFDs.isEmpty else { return }
+        _ = try? call(.deviceSetIRQs, VFIOUserPayload.setIRQs(flags: VFIOUserConst.dataNone | VFIOUserConst.actionTrigger,
+                                                              index: VFIOUserConst.irqMSIX, start: 0, count: 0))
+        for f in interruptFDs { close(f) }
+        interruptFDs = []
+    }
+
+    public var backendDetails: [(String, String)] {
+        [("backend", "vfio-user \(conn.peer)"), ("dma", "memfd, \(memory.size / 1048576) MiB at 0x\(String(memory.deviceBase, radix: 16))"),
+         ("server_capabilities", serverCapabilities)]
+    }
+}

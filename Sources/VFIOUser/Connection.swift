@@ -1,0 +1,120 @@
+import CShim
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a vfio-user exchange failed.
+public enum VFIOUserError: Error, Sendable, Equatable, CustomStringConvertible {
+    case io(String)
+    /// The peer closed the connection (or died).
+    case disconnected(String)
+    /// A message that cannot be framed or does not follow the protocol.
+    case protocolError(String)
+    /// The peer answered with an error reply (its errno).
+    case remote(command: UInt16, errno: UInt32)
+
+    public var description: String {
+        switch self {
+        case let .io(why): why
+        case let .disconnected(why): why
+        case let .protocolError(why): "vfio-user protocol error: \(why)"
+        case let .remote(c, e):
+            "vfio-user \(VFIOUserCommand(rawValue: c).map { "\($0)" } ?? "command \(c)") failed on the server: \(String(cString: strerror(Int32(e)))) (errno \(e))"
+        }
+    }
+}
+
+/// One end of a vfio-user UNIX stream socket: framed messages with file descriptors.
+public final class VFIOUserConnection: @unchecked Sendable {
+    public let fd: Int32
+    public let peer: String
+    private var closed = false
+
+    public init(fd: Int32, peer: String) {
+        self.fd = fd
+        self.peer = peer
+    }
+
+    deinit { close() }
+
+    public func close() {
+        if !closed { Glibc.close(fd); closed = true }
+    }
+
+    /// Connects to a server's socket.
+    public static func connect(path: String) throws(VFIOUserError) -> VFIOUserConnection {
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            Glibc.close(s)
+            throw .io("socket path \(path) is longer than \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in bytes.enumerated() { $0[i] = b } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            Glibc.close(s)
+            throw .io("cannot connect to vfio-user server \(path): \(String(cString: strerror(e)))"
+                + (e == ENOENT || e == ECONNREFUSED ? " (is `virtioctl softdev serve --socket \(path)` running?)" : ""))
+        }
+        return VFIOUserConnection(fd: s, peer: path)
+    }
+
+    /// Sends one message with its descriptors.
+    public func send(_ m: VFIOUserMessage) throws(VFIOUserError) {
+        let bytes = m.bytes
+        let rc = bytes.withUnsafeBytes { b in
+            m.fds.withUnsafeBufferPointer { f in cshim_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count)) }
+        }
+        if rc == -Int(EPIPE) || rc == -Int(ECONNRESET) { throw .disconnected("\(peer): the peer closed the connection") }
+        guard rc == bytes.count else { throw .io("\(peer): send: \(String(cString: strerror(Int32(-rc))))") }
+    }
+
+    /// Receives one whole message; descriptors that came with it are the caller's to close.
+    public func receive(maxSize: Int = VFIOUserConst.maxMessage) throws(VFIOUserError) -> VFIOUserMessage {
+        var head = [UInt8](repeating: 0, count: VFIOUserHeader.length)
+        var fds = [Int32](repeating: -1, count: Int(CSHIM_MAX_FDS))
+        var got = 0
+        var nfds: Int32 = 0
+        var all: [Int32] = []
+        while got < head.count {
+            let n = head.withUnsafeMutableBytes { h in
+                fds.withUnsafeMutableBufferPointer { f in
+                    cshim_recv_with_fds(fd, h.baseAddress! + got, h.count - got, f.baseAddress, CSHIM_MAX_FDS, &nfds)
+                }
+            }
+            if n == 0 {
+                for x in all { Glibc.close(x) }
+                throw .disconnected("\(peer): the peer closed the connection")
+            }
+            guard n > 0 else {
+                for x in all { Glibc.close(x) }
+                if n == -Int(ECONNRESET) { throw .disconnected("\(peer): connection reset") }
+                throw .io("\(peer): receive: \(String(cString: strerror(Int32(-n))))")
+            }
+            all += fds.prefix(Int(nfds))
+            got += n
+        }
+        let header = VFIOUserHeader(decoding: head)
+        guard header.size >= UInt32(VFIOUserHeader.length), header.size <= UInt32(maxSize) else {
+            for x in all { Glibc.close(x) }
+            throw .protocolError("message size \(header.size) is outside 16...\(maxSize)")
+        }
+        var payload = [UInt8](repeating: 0, count: Int(header.size) - VFIOUserHeader.length)
+        var done = 0
+        while done < payload.count {
+            let n = payload.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, 0) }
+            guard n > 0 else {
+                for x in all { Glibc.close(x) }
+                throw .disconnected("\(peer): the peer closed the connection mid-message")
+            }
+            done += n
+        }
+        return VFIOUserMessage(header: header, payload: payload, fds: all)
+    }
+}

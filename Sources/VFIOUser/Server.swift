@@ -1,0 +1,278 @@
+import CShim
+import VirtioPCI
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A PCI function a vfio-user server can host: register access through `PCIFunction`, plus what
+/// the client hands over: its DMA memory and its interrupt eventfds.
+public protocol VFIOUserHostedDevice: PCIFunction {
+    /// Bytes of configuration space (256 or 4096).
+    var configSpaceSize: Int { get }
+    /// The client mapped `length` bytes at `pointer` (this process) as device addresses from `address`.
+    /// Returns why it cannot be used, or nil.
+    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String?
+    /// The client withdrew its DMA memory (only while no queue runs).
+    func dropDMA() -> String?
+    /// MSI-X vector i signals `fds[i]` (the server owns the fds and closes them on replacement).
+    func useInterruptEventFDs(_ fds: [Int32])
+    /// Device reset (VFIO_DEVICE_RESET, and when a client goes away).
+    func resetDevice()
+}
+
+/// Serves one `VFIOUserHostedDevice` on a UNIX socket, one client at a time (QEMU's
+/// docs/interop/vfio-user.rst). A malformed message gets an error reply; one that cannot be
+/// framed ends that connection; a client that leaves gets the device reset, its DMA memory
+/// unmapped and its eventfds closed, and the server waits for the next.
+public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable {
+    public let path: String
+    public let device: D
+    let listenFD: Int32
+    private var mapping: (pointer: UnsafeMutableRawPointer, length: Int, address: UInt64)?
+    private var irqFDs: [Int32] = []
+    public private(set) var clientsServed = 0
+    /// What happened, for `softdev serve` to print (one line per event).
+    public var log: (String) -> Void = { _ in }
+
+    public init(path: String, device: D) throws(VFIOUserError) {
+        self.path = path
+        self.device = device
+        unlink(path)
+        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(s)
+            throw .io("socket path \(path) is too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in bytes.enumerated() { $0[i] = b } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0, listen(s, 4) == 0 else {
+            let e = errno
+            close(s)
+            throw .io("cannot listen on \(path): \(String(cString: strerror(e)))")
+        }
+        listenFD = s
+    }
+
+    deinit {
+        close(listenFD)
+        unlink(path)
+        dropClientState()
+    }
+
+    /// Accepts and serves clients until `stop()` returns true between clients (checked each second).
+    public func run(until stop: () -> Bool) {
+        while !stop() {
+            var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
+            guard poll(&p, 1, 1000) == 1 else { continue }
+            let c = accept(listenFD, nil, nil)
+            guard c >= 0 else { continue }
+            _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+            serve(VFIOUserConnection(fd: c, peer: "client \(clientsServed + 1)"), stop: stop)
+        }
+    }
+
+    /// Serves one connection to its end.
+    public func serve(_ conn: VFIOUserConnection, stop: () -> Bool = { false }) {
+        clientsServed += 1
+        log("client \(clientsServed) connected")
+        var negotiated = false
+        defer {
+            // The client is gone: reset the device, forget its memory and eventfds (vfio-user.rst "Disconnect").
+            device.resetDevice()
+            dropClientState()
+            conn.close()
+            log("client \(clientsServed) left; device reset, DMA unmapped, eventfds closed")
+        }
+        while !stop() {
+            var p = pollfd(fd: conn.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, 500)
+            if ready == 0 { continue }
+            let m: VFIOUserMessage
+            do { m = try conn.receive() } catch {
+                if case let .protocolError(why) = error {
+                    // Cannot be framed: tell the client (best effort) and end the connection.
+                    log("unframeable message: \(why)")
+                    try? conn.send(VFIOUserMessage(id: 0, command: .version, flags: VFIOUserHeader.reply | VFIOUserHeader.errorFlag,
+                                                   error: VFIOUserErrno.emsgsize))
+                }
+                return
+            }
+            let reply = handle(m, negotiated: &negotiated)
+            for fd in m.fds where !reply.consumed.contains(fd) { close(fd) }
+            guard m.header.wantsReply else { continue }
+            var out = VFIOUserMessage(id: m.header.messageID, command: VFIOUserCommand(rawValue: m.header.command) ?? .version,
+                                      flags: VFIOUserHeader.reply, payload: reply.payload)
+            out.header.command = m.header.command
+            if let e = reply.errno {
+                out = VFIOUserMessage(id: m.header.messageID, command: .version, flags: VFIOUserHeader.reply | VFIOUserHeader.errorFlag,
+                                      error: e)
+                out.header.command = m.header.command
+            }
+            do { try conn.send(out) } catch { return }
+        }
+    }
+
+    struct Reply {
+        var payload: [UInt8] = []
+        var errno: UInt32?
+        var consumed: [Int32] = []
+    }
+
+    func fail(_ e: UInt32) -> Reply { Reply(errno: e) }
+
+    func handle(_ m: VFIOUserMessage, negotiated: inout Bool) -> Reply {
+        guard !m.header.isReply else { return fail(VFIOUserErrno.einval) }
+        guard let cmd = VFIOUserCommand(rawValue: m.header.command) else { return fail(VFIOUserErrno.enosys) }
+        let r = Reader(m.payload)
+        if !negotiated, cmd != .version { return fail(VFIOUserErrno.einval) }  // VERSION comes first
+        switch cmd {
+        case .version:
+            guard let v = VFIOUserPayload.parseVersion(m.payload), v.major == 0 else { return fail(VFIOUserErrno.einval) }
+            negotiated = true
+            let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
+            return Reply(payload: VFIOUserPayload.version(major: 0, minor: min(v.minor, 1), json: json))
+        case .dmaMap:
+            guard m.payload.count >= 32, r.u32(0) >= 32 else { return fail(VFIOUserErrno.einval) }
+            let flags = r.u32(4), offset = r.u64(8), address = r.u64(16), size = r.u64(24)
+            guard flags & ~3 == 0, size > 0, size <= 1 << 36 else { return fail(VFIOUserErrno.einval) }
+            guard mapping == nil else { return fail(VFIOUserErrno.eexist) }  // one window: the client's arena
+            guard let fd = m.fds.first else { return fail(VFIOUserErrno.einval) }  // DMA_READ/WRITE-only memory: not served
+            let prot = (flags & VFIOUserConst.dmaRead != 0 ? PROT_READ : 0) | (flags & VFIOUserConst.dmaWrite != 0 ? PROT_WRITE : 0)
+            guard let p = mmap(nil, Int(size), prot, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
+                return fail(UInt32(errno))
+            }
+            if let why = device.adoptDMA(pointer: p, length: Int(size), address: address) {
+                log("DMA_MAP refused: \(why)")
+                munmap(p, Int(size))
+                return fail(VFIOUserErrno.einval)
+            }
+            mapping = (p, Int(size), address)
+            log("DMA_MAP 0x\(String(address, radix: 16)) +\(size)")
+            return Reply()  // the fd is closed after the reply; the mapping stays
+        case .dmaUnmap:
+            guard m.payload.count >= 24 else { return fail(VFIOUserErrno.einval) }
+            let flags = r.u32(4), address = r.u64(8), size = r.u64(16)
+            let all = flags & 2 != 0
+            guard let map = mapping, all || (map.address == address && UInt64(map.length) == size) else {
+                return fail(VFIOUserErrno.enoent)
+            }
+            if let why = device.dropDMA() {
+                log("DMA_UNMAP refused: \(why)")
+                return fail(VFIOUserErrno.einval)
+            }
+            munmap(map.pointer, map.length)
+            mapping = nil
+            return Reply(payload: Array(m.payload.prefix(24)))
+        case .deviceGetInfo:
+            return Reply(payload: VFIOUserPayload.deviceInfo(flags: VFIOUserConst.deviceReset | VFIOUserConst.devicePCI,
+                                                             regions: VFIOUserConst.numRegions, irqs: VFIOUserConst.numIRQs))
+        case .deviceGetRegionInfo:
+            guard m.payload.count >= 32, r.u32(0) >= 32 else { return fail(VFIOUserErrno.einval) }
+            let index = r.u32(8)
+            guard index < VFIOUserConst.numRegions else { return fail(VFIOUserErrno.einval) }
+            var size: UInt64 = 0
+            if index == VFIOUserConst.configRegion { size = UInt64(device.configSpaceSize) } else if index < 6 {
+                size = UInt64(device.bar(Int(index))?.size ?? 0)
+            }
+            let flags = size == 0 ? 0 : VFIOUserConst.regionRead | VFIOUserConst.regionWrite
+            return Reply(payload: VFIOUserPayload.regionInfo(argsz: 32, flags: flags, index: index, size: size, offset: 0))
+        case .deviceGetIRQInfo:
+            guard m.payload.count >= 16 else { return fail(VFIOUserErrno.einval) }
+            let index = r.u32(8)
+            guard index < VFIOUserConst.numIRQs else { return fail(VFIOUserErrno.einval) }
+            let count: UInt32 = index == VFIOUserConst.irqMSIX ? UInt32(msixVectors) : 0
+            return Reply(payload: VFIOUserPayload.irqInfo(flags: VFIOUserConst.irqEventFD, index: index, count: count))
+        case .deviceSetIRQs:
+            guard m.payload.count >= 20 else { return fail(VFIOUserErrno.einval) }
+            let flags = r.u32(4), index = r.u32(8), start = r.u32(12), count = r.u32(16)
+            guard index == VFIOUserConst.irqMSIX else { return fail(VFIOUserErrno.einval) }
+            if count == 0 || flags & VFIOUserConst.dataNone != 0 && m.fds.isEmpty {
+                setInterruptFDs([])
+                return Reply()
+            }
+            guard flags & VFIOUserConst.dataEventFD != 0, start == 0, Int(count) == m.fds.count, Int(count) <= msixVectors else {
+                return fail(VFIOUserErrno.einval)
+            }
+            setInterruptFDs(m.fds)
+            return Reply(consumed: m.fds)
+        case .regionRead, .regionWrite:
+            guard m.payload.count >= 16 else { return fail(VFIOUserErrno.einval) }
+            let offset = Int(truncatingIfNeeded: r.u64(0)), region = r.u32(8), count = Int(r.u32(12))
+            guard count <= VFIOUserConst.maxDataTransfer else { return fail(VFIOUserErrno.e2big) }
+            if cmd == .regionWrite, m.payload.count - 16 != count { return fail(VFIOUserErrno.einval) }
+            do {
+                if cmd == .regionRead {
+                    let data = try access(region: region, offset: offset, count: count, write: nil)
+                    return Reply(payload: VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(count), data: data))
+                }
+                _ = try access(region: region, offset: offset, count: count, write: Array(m.payload[16...]))
+                return Reply(payload: Array(m.payload.prefix(16)))
+            } catch {
+                return fail(VFIOUserErrno.einval)
+            }
+        case .deviceReset:
+            device.resetDevice()
+            return Reply()
+        case .deviceGetRegionIOFDs, .dmaRead, .dmaWrite:
+            return fail(VFIOUserErrno.enosys)
+        }
+    }
+
+    var msixVectors: Int { device.bar(1) == nil ? 0 : 8 }
+
+    /// Region access in 1/2/4/8-byte pieces (configuration space in at most 4).
+    func access(region: UInt32, offset: Int, count: Int, write: [UInt8]?) throws(PCIError) -> [UInt8] {
+        var out: [UInt8] = []
+        var at = 0
+        let limit = region == VFIOUserConst.configRegion ? device.configSpaceSize : device.bar(Int(region))?.size ?? 0
+        guard region == VFIOUserConst.configRegion || region < 6, offset >= 0, offset + count <= limit else {
+            throw .outOfRange(what: "region \(region)", offset: offset, width: count, limit: limit)
+        }
+        while at < count {
+            var w = 1
+            for size in [8, 4, 2] where count - at >= size && (offset + at) % size == 0 {
+                if region == VFIOUserConst.configRegion && size == 8 { continue }
+                w = size
+                break
+            }
+            if let write {
+                var v: UInt64 = 0
+                for i in 0..<w { v |= UInt64(write[at + i]) << (8 * UInt64(i)) }
+                if region == VFIOUserConst.configRegion {
+                    try device.configWrite(offset: offset + at, width: w, value: UInt32(truncatingIfNeeded: v))
+                } else {
+                    try device.barWrite(Int(region), offset: offset + at, width: w, value: v)
+                }
+            } else {
+                let v: UInt64 = region == VFIOUserConst.configRegion
+                    ? UInt64(try device.configRead(offset: offset + at, width: w))
+                    : try device.barRead(Int(region), offset: offset + at, width: w)
+                for i in 0..<w { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt64(i)))) }
+            }
+            at += w
+        }
+        return out
+    }
+
+    func setInterruptFDs(_ fds: [Int32]) {
+        device.useInterruptEventFDs(fds)
+        for f in irqFDs where !fds.contains(f) { close(f) }
+        irqFDs = fds
+    }
+
+    func dropClientState() {
+        if !irqFDs.isEmpty { setInterruptFDs([]) }
+        if let m = mapping {
+            _ = device.dropDMA()
+            munmap(m.pointer, m.length)
+            mapping = nil
+        }
+    }
+}

@@ -1,0 +1,39 @@
+import Synchronization
+import VFIOUser
+import VirtioCore
+import VirtioPCI
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The software function served over vfio-user (`virtioctl softdev serve`): it reaches the
+/// client's DMA memory through the server's mapping of it, and signals the client's eventfds.
+extension SoftPCIFunction: VFIOUserHostedDevice {
+    public var configSpaceSize: Int { configSize }
+
+    public func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String? {
+        guard !anyQueueRunning else { return "queues are running on the current DMA memory" }
+        arenaBox.withLock { $0 = DMAArena(external: pointer, size: length, deviceBase: address) }
+        return nil
+    }
+
+    public func dropDMA() -> String? {
+        guard !anyQueueRunning else { return "queues are running on that DMA memory (reset the device first)" }
+        // Nothing to reach until the next DMA_MAP: a one-page private arena no driver address falls in.
+        if let empty = try? DMAArena(size: 4096, deviceBase: 0xFFFF_0000_0000_0000) { arenaBox.withLock { $0 = empty } }
+        return nil
+    }
+
+    public func useInterruptEventFDs(_ fds: [Int32]) {
+        disableInterrupts()
+        guard !fds.isEmpty else { return }
+        // Our own duplicates: the server closes the originals when the client replaces or drops them.
+        interruptFDs.withLock { $0 = fds.map { dup($0) } }
+        registers.withLock { $0.config[0x9B] |= 0x80 }
+    }
+
+    public func resetDevice() { writeStatus(0) }
+
+    var anyQueueRunning: Bool { registers.withLock { r in r.queues.contains { $0.enabled } } }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Logging
+import Synchronization
+import VFIOUser
+import VirtioPCI
+import VirtioSoftDevice
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Set by SIGINT/SIGTERM: the server finishes the current client and exits.
+let serveStop = Atomic<Bool>(false)
+
+extension VirtioCtl {
+    /// `virtioctl softdev serve`: the software device as a process of its own.
+    struct Softdev: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a software virtio device as its own process.", subcommands: [Serve.self])
+
+        struct Serve: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Serve a software device over vfio-user on a UNIX socket (one client at a time).",
+                discussion: "Then any verb takes vfio-user:PATH as DEVICE, e.g. `virtioctl info vfio-user:/tmp/blk.sock`. SIGINT/SIGTERM stops the server.")
+
+            @Option(help: "The UNIX socket to listen on (replaced if it exists).") var socket: String
+            @Option(help: "Device type when no DEVICE is given: blk or balloon.") var type: String = "blk"
+            @Argument(help: "The device, with options: soft:blk[,key=value...] or soft:balloon[,...] (default soft:<type>).")
+            var device: String?
+            @Option(help: "Stop after serving this many clients (default: until SIGINT/SIGTERM).") var clients: Int?
+            @Flag(name: .shortAndLong, help: "Print each connection and DMA mapping to stderr.") var verbose = false
+
+            func run() throws {
+                guard ["blk", "balloon"].contains(type) else { throw CLIError("--type \(type): expected blk or balloon") }
+                let spec = try DeviceSpec(parsing: device ?? "soft:\(type)")
+                signal(SIGINT) { _ in serveStop.store(true, ordering: .releasing) }
+                signal(SIGTERM) { _ in serveStop.store(true, ordering: .releasing) }
+                signal(SIGPIPE, SIG_IGN)
+                switch spec {
+                case let .softBlock(o): try serve(try SoftPCIFunction.block(o))
+                case let .softBalloon(o): try serve(try SoftPCIFunction.balloon(o))
+                default: throw CLIError("softdev serve hosts software devices: soft:blk[,...] or soft:balloon[,...]")
+                }
+            }
+
+            func serve<D: VFIOUserHostedDevice>(_ f: D) throws {
+                let server = try VFIOUserServer(path: socket, device: f)
+                if verbose { server.log = { note("softdev: \($0)") } }
+                note("softdev: serving \(f.address) on \(socket) (vfio-user); SIGINT or SIGTERM to stop")
+                let limit = clients
+                server.run { serveStop.load(ordering: .acquiring) || limit.map { server.clientsServed >= $0 } ?? false }
+                note("softdev: stopped after \(server.clientsServed) client(s)")
+            }
+        }
+    }
+}
+
+/// Opens `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
+func openVFIOUser(path: String, dma: String, logger: Logger) throws -> PCITransport<VFIOUserFunction> {
+    guard let bytes = parseByteSize(dma), bytes >= 1 << 20, bytes <= 1 << 34 else {
+        throw CLIError("--dma \(dma): expected 1M to 16G")
+    }
+    let f = try VFIOUserFunction(path: path, dmaBytes: Int(bytes))
+    let t = try PCITransport(function: f, logger: logger)
+    f.postedBAR = t.layout.notify.bar
+    f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)
+    return t
+}
