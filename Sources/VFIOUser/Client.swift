@@ -125,6 +125,8 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     }
 
     public var isConnected: Bool { !dead.load(ordering: .acquiring) }
+    /// The socket (tests close it under the driver to play a client that vanishes).
+    public var connectionFD: Int32 { conn.fd }
 
     func read(region: UInt32, offset: Int, width: Int) throws(PCIError) -> UInt64 {
         let r = try call(.regionRead, VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(width)))

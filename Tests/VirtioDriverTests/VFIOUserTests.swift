@@ -1,0 +1,258 @@
+import CShim
+import Foundation
+import Synchronization
+import Testing
+import VFIOUser
+import VirtioCore
+import VirtioDrivers
+import VirtioPCI
+import VirtioRing
+import VirtioSoftDevice
+
+typealias UserTransport = PCITransport<VFIOUserFunction>
+
+/// A software function served over vfio-user on a thread of this process.
+final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
+    let server: VFIOUserServer<D>
+    let stop = Atomic<Bool>(false)
+    let finished = Atomic<Bool>(false)
+    let path: String
+
+    init(_ device: D) throws {
+        path = "/tmp/vu-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+        server = try VFIOUserServer(path: path, device: device)
+        let t = Thread { [self] in
+            server.run { stop.load(ordering: .acquiring) }
+            finished.store(true, ordering: .releasing)
+        }
+        t.start()
+    }
+
+    func shutdown() {
+        stop.store(true, ordering: .releasing)
+        while !finished.load(ordering: .acquiring) { usleep(1000) }
+    }
+
+    func transport(dma: Int = 16 << 20) throws -> UserTransport {
+        let f = try VFIOUserFunction(path: path, dmaBytes: dma)
+        let t = try PCITransport(function: f)
+        f.postedBAR = t.layout.notify.bar
+        f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)
+        return t
+    }
+
+    /// A raw connection that has done VERSION (for malformed-message tests).
+    func raw() throws -> VFIOUserConnection {
+        let c = try VFIOUserConnection.connect(path: path)
+        try c.send(VFIOUserMessage(id: 1, command: .version, payload: VFIOUserPayload.version(major: 0, minor: 1, json: "{}")))
+        _ = try c.receive()
+        return c
+    }
+}
+
+@Suite(.serialized) struct VFIOUserTests {
+    @Test func messageCodecsRoundTrip() {
+        let h = VFIOUserHeader(messageID: 0x1234, command: 10, size: 40, flags: 0x21, error: 22)
+        #expect(h.encoded == [0x34, 0x12, 10, 0, 40, 0, 0, 0, 0x21, 0, 0, 0, 22, 0, 0, 0])
+        #expect(VFIOUserHeader(decoding: h.encoded) == h && h.isReply && h.isError && h.wantsReply)
+        let v = VFIOUserPayload.version(major: 0, minor: 1, json: "{\"capabilities\":{}}")
+        let pv = VFIOUserPayload.parseVersion(v)!
+        #expect(v.last == 0 && pv.major == 0 && pv.minor == 1 && pv.json == "{\"capabilities\":{}}")
+        let map = VFIOUserPayload.dmaMap(flags: 3, offset: 0x1000, address: 0x1_0000_0000, size: 0x200000)
+        #expect(map.count == 32 && Reader(map).u32(0) == 32 && Reader(map).u32(4) == 3 && Reader(map).u64(8) == 0x1000
+                && Reader(map).u64(16) == 0x1_0000_0000 && Reader(map).u64(24) == 0x200000)
+        let unmap = VFIOUserPayload.dmaUnmap(address: 5, size: 6)
+        #expect(unmap.count == 24 && Reader(unmap).u64(8) == 5 && Reader(unmap).u64(16) == 6)
+        #expect(VFIOUserPayload.deviceInfo(flags: 3, regions: 9, irqs: 5) == [16, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 5, 0, 0, 0])
+        let ri = VFIOUserPayload.regionInfo(argsz: 32, flags: 7, index: 4, size: 0x4000, offset: 0x10000)
+        #expect(ri.count == 32 && Reader(ri).u32(8) == 4 && Reader(ri).u64(16) == 0x4000 && Reader(ri).u64(24) == 0x10000)
+        #expect(VFIOUserPayload.irqInfo(flags: 1, index: 2, count: 8) == [16, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 8, 0, 0, 0])
+        let set = VFIOUserPayload.setIRQs(flags: 0x24, index: 2, start: 0, count: 3)
+        #expect(set.count == 20 && Reader(set).u32(4) == 0x24 && Reader(set).u32(16) == 3)
+        let rw = VFIOUserPayload.regionAccess(offset: 0x3000, region: 4, count: 2, data: [1, 0])
+        #expect(rw == [0, 0x30, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 1, 0])
+        #expect(VFIOUserPayload.dmaAccess(address: 1, count: 2).count == 16)
+        let m = VFIOUserMessage(id: 7, command: .regionWrite, payload: rw)
+        #expect(m.header.size == 34 && m.bytes.count == 34)
+    }
+
+    @Test func fileDescriptorsCrossTheSocket() throws {
+        var sv: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &sv) == 0)
+        let a = VFIOUserConnection(fd: sv[0], peer: "a"), b = VFIOUserConnection(fd: sv[1], peer: "b")
+        let mem = try SharedDMAMemory(size: 8192)
+        mem.base.storeBytes(of: 0xC0FFEE, as: UInt32.self)
+        try a.send(VFIOUserMessage(id: 1, command: .dmaMap, payload: [1, 2, 3], fds: [mem.fd]))
+        let got = try b.receive()
+        #expect(got.payload == [1, 2, 3] && got.fds.count == 1)
+        let p = mmap(nil, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, got.fds[0], 0)!
+        #expect(p.load(as: UInt32.self) == 0xC0FFEE)
+        p.storeBytes(of: 0xBEEF, as: UInt32.self)
+        #expect(mem.base.load(as: UInt32.self) == 0xBEEF, "the same pages on both sides")
+        munmap(p, 8192)
+        close(got.fds[0])
+    }
+
+    @Test func registersThroughRegionReadAndWrite() throws {
+        let served = try ServedDevice(try softBlock("queues=2"))
+        defer { served.shutdown() }
+        let t = try served.transport()
+        #expect(try t.function.configRead(offset: 0, width: 2) == 0x1AF4)
+        #expect(try t.function.configRead(offset: 2, width: 2) == 0x1042)
+        #expect(try t.numQueues() == 2)
+        #expect(t.deviceType == .block)
+        let f = try t.readDeviceFeatures()
+        #expect(f.contains(VirtioFeature.version1) && f == served.server.device.offeredFeatures)
+        #expect(throws: PCIError.self) { _ = try t.function.configRead(offset: 4096, width: 4) }
+    }
+
+    @Test(arguments: ["packed=on,in_order=on", "packed=on,in_order=off", "packed=off,in_order=on", "packed=off,in_order=off"])
+    func verifiedBlockIOOverVFIOUser(rings: String) throws {
+        let served = try ServedDevice(try softBlock("size=4M," + rings))
+        defer { served.shutdown() }
+        let blk = try BlockDevice(transport: try served.transport())
+        #expect(blk.negotiated.contains(VirtioFeature.ringPacked) == rings.hasPrefix("packed=on"))
+        #expect(blk.negotiated.contains(VirtioFeature.inOrder) == rings.hasSuffix("in_order=on"))
+        let w = try blk.allocateBuffer(bytes: 16 * 512), r = try blk.allocateBuffer(bytes: 16 * 512)
+        for i in 0..<64 {
+            fill(w, lba: UInt64(i * 16), gen: UInt64(i + 1))
+            try blk.write(sector: UInt64(i * 16), from: w)
+        }
+        for i in 0..<64 {
+            try blk.read(sector: UInt64(i * 16), into: r)
+            #expect(bytes(r) == patternBytes(lba: UInt64(i * 16), gen: UInt64(i + 1), length: 16 * 512), "chunk \(i)")
+        }
+        // And the data is in the server's disk.
+        #expect(served.server.device.personality.peek(offset: 0, length: 512) == patternBytes(lba: 0, gen: 1, length: 512))
+        #expect(served.server.device.log.violations.isEmpty, "\(served.server.device.log.violations)")
+    }
+
+    @Test func msixInterruptsOverVFIOUser() throws {
+        let served = try ServedDevice(try softBlock(""))
+        defer { served.shutdown() }
+        var o = BlockAttachOptions()
+        o.interrupts = true
+        let blk = try BlockDevice(transport: try served.transport(), options: o)
+        #expect(blk.interruptMode)
+        let b = try blk.allocateBuffer(bytes: 4096)
+        for i in 0..<50 { try blk.read(sector: UInt64(i * 8), into: b) }
+        #expect(blk.counters(queue: 0).interrupts > 0, "completions were signalled through the eventfd passed over the socket")
+    }
+
+    @Test func adminAndStatisticsQueuesOverVFIOUser() throws {
+        let owner = try ServedDevice(try softBlock("vfs=2"))
+        defer { owner.shutdown() }
+        let t = try owner.transport()
+        let d = VirtioDevice(transport: t)
+        try d.initialize(policy: FeaturePolicy(), deviceTypeBits: [])
+        let channel = try AdminChannel(device: d)
+        try d.driverOK()
+        #expect(try channel.listQuery(group: .sriov).opcodes == Array(0...0x11))
+        try channel.setMode(member: 2, stopped: true)
+        #expect(owner.server.device.admin!.members[1].isStopped)
+
+        let balloon = try ServedDevice(try SoftPCIFunction.balloon(try SoftBalloonOptions(parsing: ["stats_interval=0"])))
+        defer { balloon.shutdown() }
+        let b = try BalloonDevice(transport: try balloon.transport())
+        let sink = balloon.server.device.personality.stats
+        for _ in 0..<20 {
+            // The re-posted buffer reaches the device through a posted doorbell: wait until it holds it.
+            var waited = 0
+            while !sink.holding, waited < 2000 { usleep(500); waited += 1 }
+            #expect(balloon.server.device.requestStatistics())
+            var answered = false
+            for _ in 0..<1000 where !answered { answered = try b.poll() }
+            #expect(answered)
+        }
+        var waited = 0
+        while sink.updates < 21, waited < 2000 { usleep(500); waited += 1 }
+        #expect(sink.updates == 21 && balloon.server.device.personality.log.violations.isEmpty)
+    }
+
+    @Test func malformedMessagesGetErrorsAndTheServerStaysUp() throws {
+        let served = try ServedDevice(try softBlock(""))
+        defer { served.shutdown() }
+        // Before VERSION, anything else is refused.
+        let c0 = try VFIOUserConnection.connect(path: served.path)
+        try c0.send(VFIOUserMessage(id: 1, command: .deviceGetInfo, payload: VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)))
+        let r0 = try c0.receive()
+        #expect(r0.header.isError && r0.header.error == VFIOUserErrno.einval)
+        c0.close()
+        // Unknown command, short payloads, a region past the end: error replies, the connection goes on.
+        let c = try served.raw()
+        var bad = VFIOUserMessage(id: 2, command: .version)
+        bad.header.command = 99
+        try c.send(bad)
+        #expect(try c.receive().header.error == VFIOUserErrno.enosys)
+        try c.send(VFIOUserMessage(id: 3, command: .dmaMap, payload: [1, 2, 3]))
+        #expect(try c.receive().header.error == VFIOUserErrno.einval)
+        try c.send(VFIOUserMessage(id: 4, command: .regionRead, payload: VFIOUserPayload.regionAccess(offset: 1 << 20, region: 4, count: 4)))
+        #expect(try c.receive().header.error == VFIOUserErrno.einval)
+        try c.send(VFIOUserMessage(id: 5, command: .regionWrite, payload: VFIOUserPayload.regionAccess(offset: 0, region: 7, count: 8, data: [1])))
+        #expect(try c.receive().header.error == VFIOUserErrno.einval, "count says 8, one byte follows")
+        try c.send(VFIOUserMessage(id: 6, command: .deviceGetInfo, payload: VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)))
+        let ok = try c.receive()
+        #expect(!ok.header.isError && ok.header.messageID == 6)
+        // An unframeable header (size 8, then 64 MiB): an error, then the connection ends.
+        var tiny = VFIOUserHeader(messageID: 7, command: 4, size: 8).encoded
+        _ = write(c.fd, &tiny, tiny.count)
+        #expect(try c.receive().header.isError)
+        #expect(throws: VFIOUserError.self) { _ = try c.receive() }
+        let c2 = try served.raw()
+        var huge = VFIOUserHeader(messageID: 1, command: 10, size: 64 << 20).encoded
+        _ = write(c2.fd, &huge, huge.count)
+        #expect(try c2.receive().header.isError)
+        // The server is still there for the next client.
+        let blk = try BlockDevice(transport: try served.transport())
+        let b = try blk.allocateBuffer(bytes: 512)
+        try blk.read(sector: 0, into: b)
+    }
+
+    @Test func aClientThatLeavesLeavesTheDeviceResetAndTheServerReady() throws {
+        let served = try ServedDevice(try softBlock(""))
+        defer { served.shutdown() }
+        do {
+            let t = try served.transport()
+            let blk = try BlockDevice(transport: t)
+            #expect(served.server.device.status == 0x0F)
+            // Leave without resetting: close the socket under the driver.
+            t.function.disableInterrupts()
+            _ = blk
+            shutdown(t.function.connectionFD, Int32(SHUT_RDWR))
+        }
+        var waited = 0
+        while served.server.device.status != 0, waited < 2000 { usleep(1000); waited += 1 }
+        #expect(served.server.device.status == 0, "reset after the client left")
+        let blk = try BlockDevice(transport: try served.transport())
+        #expect(blk.queueCount == 1)
+        #expect(served.server.clientsServed >= 2)
+    }
+
+    @Test func aKilledServerFailsRequestsWithinASecond() throws {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
+        let path = "/tmp/vu-kill-\(getpid()).sock"
+        let p = Process()
+        p.executableURL = exe
+        p.arguments = ["softdev", "serve", "--socket", path]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: path), waited < 200 { usleep(50_000); waited += 1 }
+        let f = try VFIOUserFunction(path: path, dmaBytes: 8 << 20)
+        let blk = try BlockDevice(transport: try PCITransport(function: f))
+        let b = try blk.allocateBuffer(bytes: 4096)
+        try blk.read(sector: 0, into: b)
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let start = Date()
+        do {
+            try blk.read(sector: 8, into: b)
+            Issue.record("a read from a dead server succeeded")
+        } catch {
+            #expect("\(error)".contains("vfio-user"), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(start) < 1.0)
+        #expect(!f.isConnected)
+        unlink(path)
+    }
+}
