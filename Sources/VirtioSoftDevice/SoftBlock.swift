@@ -184,7 +184,8 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
             if dataIn % 512 != 0 || !inRange(sector, bytes: dataIn) {
                 status = BlockStatusByte.ioError
             } else {
-                guard io.write(at: 0, from: storage + Int(sector * 512), length: dataIn) else {
+                // The null backend completes at once: no data moves (as a benchmark's null device).
+                guard options.nullBackend || io.write(at: 0, from: storage + Int(sector * 512), length: dataIn) else {
                     return .malformed("read data buffer is outside DMA memory")
                 }
                 used = UInt32(dataIn + 1)
@@ -194,7 +195,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
             if options.readOnly || dataOut % 512 != 0 || !inRange(sector, bytes: dataOut) {
                 status = BlockStatusByte.ioError
             } else {
-                guard io.read(at: 16, into: storage + Int(sector * 512), length: dataOut) else {
+                guard options.nullBackend || io.read(at: 16, into: storage + Int(sector * 512), length: dataOut) else {
                     return .malformed("write data buffer is outside DMA memory")
                 }
                 count { $0.writes += 1; $0.bytesWritten += dataOut }

@@ -36,6 +36,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
     public var adminFault: SoftAdminFault?
     /// Seed 000's draft statistics queue, after the request queues, on feature bit 23 (never 11).
     public var statsQueue = false
+    /// Complete reads and writes without moving data (a null device, for transport benchmarks).
+    public var nullBackend = false
     /// With the statistics queue: the device asks for statistics this often (ms; 0: only when told).
     public var statsInterval = 1000
 
@@ -71,6 +73,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("admin_queues", "admin queues (1-4)"),
         ("vf_enable", "VF Enable in the SR-IOV capability (on|off)"),
         ("stats_vq", "the seed-000 draft statistics queue after the request queues, on feature bit 23 (on|off)"),
+        ("null", "null backend: reads and writes complete at once, no data moves (on|off)"),
         ("stats_interval", "with stats_vq: the device asks for statistics every N ms (0: never by itself)"),
         ("admin_fault", "admin misbehaviour: " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", ")),
     ]
@@ -133,6 +136,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
                 }
                 dmaBytes = Int(n)
             case "stats_vq": statsQueue = try flag()
+            case "null": nullBackend = try flag()
             case "stats_interval": statsInterval = try int(0...60_000)
             case "vfs": vfs = try int(0...16)
             case "admin": admin = try flag()

@@ -44,6 +44,8 @@ final class SoftQueue: @unchecked Sendable {
     let notifyCount = Atomic<Int>(0)
     let lastNotifyValue = Atomic<UInt32>(0)
     let interruptCount = Atomic<Int>(0)
+    /// Buffers returned to the driver (the poller watches it to tell work from idle).
+    let completedCount = Atomic<Int>(0)
     /// The longest chain the device accepts (direct chains are also bounded by the queue size).
     static let chainLimit = 1024
 
@@ -152,22 +154,23 @@ final class SoftQueue: @unchecked Sendable {
 
     /// Serves everything available, unless the function is stopped (DEV_MODE_SET): then the
     /// buffers stay in the ring for whoever resumes it. Returns the first rule the driver broke, if any.
+    /// `polling`: a device thread calls this in a loop, so available-buffer notifications stay off.
     func process<P: SoftPersonality>(personality: P, memory: DMAArena, negotiated: FeatureSet,
                                      faults: SoftFaults, isr: borrowing Atomic<UInt8>,
-                                     stopped: borrowing Atomic<Bool>) -> String? {
+                                     stopped: borrowing Atomic<Bool>, polling: Bool = false) -> String? {
         state.withLock { s -> String? in
             if stopped.load(ordering: .acquiring) { return nil }
             switch s.ring {
-            case let .split(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
-            case let .packed(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr)
-            case nil: return "queue \(index) was notified but is not enabled"
+            case let .split(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr, polling)
+            case let .packed(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr, polling)
+            case nil: return polling ? nil : "queue \(index) was notified but is not enabled"
             }
         }
     }
 
     private func drain<R: DeviceRing & ~Copyable, P: SoftPersonality>(
         _ ring: inout R, _ s: inout EngineState, _ personality: P, _ memory: DMAArena, _ negotiated: FeatureSet,
-        _ faults: SoftFaults, _ isr: borrowing Atomic<UInt8>
+        _ faults: SoftFaults, _ isr: borrowing Atomic<UInt8>, _ polling: Bool
     ) -> String? {
         var failure: String?
         // Work with notifications off, then re-arm; re-arming reports buffers that raced in.
@@ -205,8 +208,9 @@ final class SoftQueue: @unchecked Sendable {
             if failure != nil { return failure }
             if n == 0 { break }
         } while true
+        if polling { return nil }  // the poller comes back; the driver need not ring
         if ring.enableAvailNotifications() {
-            return drain(&ring, &s, personality, memory, negotiated, faults, isr)
+            return drain(&ring, &s, personality, memory, negotiated, faults, isr, polling)
         }
         return nil
     }
@@ -215,6 +219,7 @@ final class SoftQueue: @unchecked Sendable {
     private func complete<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, count n: Int,
                                                      isr: borrowing Atomic<UInt8>) {
         guard n > 0 else { return }
+        completedCount.add(n, ordering: .relaxed)
         if s.inOrder {
             if n > 1 {
                 var descriptors: UInt16 = 0

@@ -28,6 +28,8 @@ extension VirtioCtl {
             var device: String?
             @Option(help: "Stop after serving this many clients (default: until SIGINT/SIGTERM).") var clients: Int?
             @Flag(name: .shortAndLong, help: "Print each connection and DMA mapping to stderr.") var verbose = false
+            @Flag(inversion: .prefixedNo, help: "Poll the queues on a device thread of its own (no doorbells needed); --no-poll serves on doorbells only.")
+            var poll = true
 
             func run() throws {
                 guard ["blk", "balloon"].contains(type) else { throw CLIError("--type \(type): expected blk or balloon") }
@@ -36,8 +38,16 @@ extension VirtioCtl {
                 signal(SIGTERM) { _ in serveStop.store(true, ordering: .releasing) }
                 signal(SIGPIPE, SIG_IGN)
                 switch spec {
-                case let .softBlock(o): try serve(try SoftPCIFunction.block(o))
-                case let .softBalloon(o): try serve(try SoftPCIFunction.balloon(o))
+                case let .softBlock(o):
+                    let f = try SoftPCIFunction.block(o)
+                    let poller = poll ? f.startPolling() : nil
+                    defer { poller?.stop() }
+                    try serve(f)
+                case let .softBalloon(o):
+                    let f = try SoftPCIFunction.balloon(o)
+                    let poller = poll ? f.startPolling() : nil
+                    defer { poller?.stop() }
+                    try serve(f)
                 default: throw CLIError("softdev serve hosts software devices: soft:blk[,...] or soft:balloon[,...]")
                 }
             }
