@@ -10,6 +10,16 @@ import VirtioSoftDevice
 import Glibc
 #endif
 
+/// A parent may have started us with SIGINT/SIGTERM blocked (the mask is inherited, as Foundation's
+/// Process leaves it): unblock them so the handlers run.
+func unblockStopSignals() {
+    var unblock = sigset_t()
+    sigemptyset(&unblock)
+    sigaddset(&unblock, SIGINT)
+    sigaddset(&unblock, SIGTERM)
+    pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+}
+
 /// Set by SIGINT/SIGTERM; the attach loop ends, resets the device and removes its region.
 let attachStop = Atomic<Bool>(false)
 
@@ -59,12 +69,7 @@ extension VirtioCtl {
             let loadSpec = try load.map(LoadSpec.init(parsing:))
             signal(SIGINT) { _ in attachStop.store(true, ordering: .releasing) }
             signal(SIGTERM) { _ in attachStop.store(true, ordering: .releasing) }
-            // A parent may have started us with these blocked (the mask is inherited): unblock them.
-            var unblock = sigset_t()
-            sigemptyset(&unblock)
-            sigaddset(&unblock, SIGINT)
-            sigaddset(&unblock, SIGTERM)
-            pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
+            unblockStopSignals()
             let spec = try device.spec()
             if case let .softBalloon(options) = spec {
                 guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }

@@ -37,6 +37,7 @@ extension VirtioCtl {
                 signal(SIGINT) { _ in serveStop.store(true, ordering: .releasing) }
                 signal(SIGTERM) { _ in serveStop.store(true, ordering: .releasing) }
                 signal(SIGPIPE, SIG_IGN)
+                unblockStopSignals()
                 switch spec {
                 case let .softBlock(o):
                     let f = try SoftPCIFunction.block(o)
