@@ -54,6 +54,8 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     let lock = Mutex<UInt16>(0)  // message ids; held across each request and its reply
     let memory: SharedDMAMemory
     let regionSizes: [Int]
+    /// BARs the server offered as mappable, mapped here.
+    let mapped: [UnsafeMutableRawPointer?]
     let dead = Atomic<Bool>(false)
     private var interruptFDs: [Int32] = []
     public let serverCapabilities: String
@@ -63,6 +65,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         conn = try VFIOUserConnection.connect(path: path)
         do { memory = try SharedDMAMemory(size: dmaBytes) } catch { throw .io("DMA memory: \(error)") }
         var sizes = [Int](repeating: 0, count: Int(VFIOUserConst.numRegions))
+        var maps = [UnsafeMutableRawPointer?](repeating: nil, count: 6)
         var caps = ""
         // VERSION first: major 0, our capabilities.
         let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
@@ -78,10 +81,19 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         for index in 0..<Int(VFIOUserConst.numRegions) where index < 6 || index == Int(VFIOUserConst.configRegion) {
             let r = try Self.request(conn, lock, .deviceGetRegionInfo,
                                      VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
-            for fd in r.fds { close(fd) }  // mappable regions are not used: every access is a message
-            sizes[index] = Int(Reader(r.payload).u64(16))
+            let info = Reader(r.payload)
+            sizes[index] = Int(info.u64(16))
+            // A mappable BAR (MMAP flag, one fd): map it whole; accesses then go straight to memory.
+            if index < 6, info.u32(4) & VFIOUserConst.regionMmap != 0, let fd = r.fds.first, sizes[index] > 0 {
+                let prot = (info.u32(4) & VFIOUserConst.regionRead != 0 ? PROT_READ : 0) | (info.u32(4) & VFIOUserConst.regionWrite != 0 ? PROT_WRITE : 0)
+                if let p = mmap(nil, sizes[index], prot, MAP_SHARED, fd, off_t(info.u64(24))), p != MAP_FAILED {
+                    maps[index] = p
+                }
+            }
+            for fd in r.fds { close(fd) }
         }
         regionSizes = sizes
+        mapped = maps
         serverCapabilities = caps
         // All DMA memory in one window the server maps from our memfd.
         _ = try Self.request(conn, lock, .dmaMap,
@@ -90,19 +102,28 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
                              fds: [memory.fd])
     }
 
-    deinit { disableInterrupts() }
+    deinit {
+        disableInterrupts()
+        for (i, p) in mapped.enumerated() { if let p { munmap(p, regionSizes[i]) } }
+    }
 
     /// One command and its reply (an error reply throws); serialised with the lock.
     static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ cmd: VFIOUserCommand, _ payload: [UInt8],
-                        fds: [Int32] = [], noReply: Bool = false) throws(VFIOUserError) -> VFIOUserMessage {
+                        fds: [Int32] = [], noReply: Bool = false, memory: SharedDMAMemory? = nil) throws(VFIOUserError) -> VFIOUserMessage {
         let result: Result<VFIOUserMessage, VFIOUserError> = lock.withLock { id in
             id &+= 1
             do throws(VFIOUserError) {
                 try conn.send(VFIOUserMessage(id: id, command: cmd, flags: noReply ? VFIOUserHeader.noReply : 0,
                                               payload: payload, fds: fds))
                 if noReply { return .success(VFIOUserMessage(id: id, command: cmd)) }
-                let r = try conn.receive()
-                guard r.header.isReply, r.header.messageID == id else {
+                var r = try conn.receive()
+                // Without a twin socket the server's own commands (DMA_READ/DMA_WRITE) arrive
+                // between our command and its reply: answer them, then keep waiting.
+                while !r.header.isReply {
+                    try answerServer(r, conn: conn, memory: memory)
+                    r = try conn.receive()
+                }
+                guard r.header.messageID == id else {
                     for f in r.fds { close(f) }
                     return .failure(.protocolError("expected the reply to message \(id), got message \(r.header.messageID)"))
                 }
@@ -115,9 +136,40 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         return try result.get()
     }
 
+    /// DMA_READ / DMA_WRITE from the server: `u64 address; u64 count` (+ data), checked against our
+    /// one DMA window; the reply to DMA_WRITE is `{address, count}` (16 bytes, as libvfio-user expects).
+    static func answerServer(_ m: VFIOUserMessage, conn: VFIOUserConnection, memory: SharedDMAMemory?) throws(VFIOUserError) {
+        for f in m.fds { close(f) }
+        let r = Reader(m.payload)
+        let address = r.u64(0), count = r.u64(8)
+        func reply(_ payload: [UInt8], error: UInt32? = nil) throws(VFIOUserError) {
+            var out = VFIOUserMessage(id: m.header.messageID, command: .dmaRead,
+                                      flags: VFIOUserHeader.reply | (error == nil ? 0 : VFIOUserHeader.errorFlag),
+                                      error: error ?? 0, payload: error == nil ? payload : [])
+            out.header.command = m.header.command
+            try conn.send(out)
+        }
+        guard let memory, m.payload.count >= 16, count <= UInt64(VFIOUserConst.maxDataTransfer), address >= memory.deviceBase,
+              address - memory.deviceBase <= UInt64(memory.size), count <= UInt64(memory.size) - (address - memory.deviceBase) else {
+            return try reply([], error: VFIOUserErrno.efault)
+        }
+        let p = memory.base + Int(address - memory.deviceBase)
+        switch VFIOUserCommand(rawValue: m.header.command) {
+        case .dmaRead?:
+            try reply(VFIOUserPayload.dmaAccess(address: address, count: count,
+                                                data: Array(UnsafeRawBufferPointer(start: p, count: Int(count)))))
+        case .dmaWrite?:
+            guard m.payload.count == 16 + Int(count) else { return try reply([], error: VFIOUserErrno.einval) }
+            m.payload.withUnsafeBytes { p.copyMemory(from: $0.baseAddress! + 16, byteCount: Int(count)) }
+            try reply(VFIOUserPayload.dmaAccess(address: address, count: count))
+        default:
+            try reply([], error: VFIOUserErrno.enosys)
+        }
+    }
+
     func call(_ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false) throws(PCIError) -> VFIOUserMessage {
         if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
-        do { return try Self.request(conn, lock, cmd, payload, fds: fds, noReply: noReply) } catch {
+        do { return try Self.request(conn, lock, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
             if case .disconnected = error { dead.store(true, ordering: .releasing) }
             if case .io = error { dead.store(true, ordering: .releasing) }
             throw .io("\(address): \(error)")
@@ -158,16 +210,35 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     public func bar(_ index: Int) -> BARInfo? {
         guard index >= 0, index < 6, regionSizes[index] > 0 else { return nil }
-        return BARInfo(size: regionSizes[index], isMemory: true, mapped: nil)
+        return BARInfo(size: regionSizes[index], isMemory: true, mapped: mapped[index])
     }
 
     public func barRead(_ index: Int, offset: Int, width: Int) throws(PCIError) -> UInt64 {
-        try read(region: UInt32(index), offset: offset, width: width)
+        if let p = mapped[index], offset >= 0, offset + width <= regionSizes[index] {
+            switch width {
+            case 1: return UInt64(cshim_mmio_read8(p + offset))
+            case 2: return UInt64(cshim_mmio_read16(p + offset))
+            case 4: return UInt64(cshim_mmio_read32(p + offset))
+            default: return UInt64(cshim_mmio_read32(p + offset)) | UInt64(cshim_mmio_read32(p + offset + 4)) << 32
+            }
+        }
+        return try read(region: UInt32(index), offset: offset, width: width)
     }
 
     /// BAR writes are posted when they are doorbell-sized (2 or 4 bytes into the notify area is
     /// the hot path); register writes wait for the reply so errors surface.
     public func barWrite(_ index: Int, offset: Int, width: Int, value: UInt64) throws(PCIError) {
+        if let p = mapped[index], offset >= 0, offset + width <= regionSizes[index] {
+            switch width {
+            case 1: cshim_mmio_write8(p + offset, UInt8(truncatingIfNeeded: value))
+            case 2: cshim_mmio_write16(p + offset, UInt16(truncatingIfNeeded: value))
+            case 4: cshim_mmio_write32(p + offset, UInt32(truncatingIfNeeded: value))
+            default:
+                cshim_mmio_write32(p + offset, UInt32(truncatingIfNeeded: value))
+                cshim_mmio_write32(p + offset + 4, UInt32(truncatingIfNeeded: value >> 32))
+            }
+            return
+        }
         try write(region: UInt32(index), offset: offset, width: width, value: value, posted: postedWrites(index, offset))
     }
 

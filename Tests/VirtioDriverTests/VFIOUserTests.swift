@@ -256,3 +256,84 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
         unlink(path)
     }
 }
+
+/// A scripted server: answers the client's set-up, offers BAR 0 as mappable (a memfd), and
+/// while a REGION_READ is pending sends its own DMA_WRITE and DMA_READ commands.
+@Suite(.serialized) struct VFIOUserScriptedServerTests {
+    @Test func serverDMACommandsAndMappableRegions() throws {
+        let path = "/tmp/vu-script-\(getpid()).sock"
+        unlink(path)
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in path.utf8.enumerated() { $0[i] = b } }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        listen(listener, 1)
+        defer { close(listener); unlink(path) }
+        let bar = try SharedDMAMemory(size: 4096)
+        bar.base.storeBytes(of: 0xAB, toByteOffset: 0x10, as: UInt8.self)
+        final class Seen: @unchecked Sendable { var dmaRead: [UInt8] = []; var outOfRange: UInt32 = 0; var failure: String? }
+        let seen = Seen()
+        final class Box: Sendable { let done = Atomic<Bool>(false) }
+        let box = Box()
+        let server = Thread {
+            let c = VFIOUserConnection(fd: accept(listener, nil, nil), peer: "script")
+            func reply(_ m: VFIOUserMessage, _ payload: [UInt8] = [], fds: [Int32] = []) throws {
+                var r = VFIOUserMessage(id: m.header.messageID, command: .version, flags: VFIOUserHeader.reply, payload: payload, fds: fds)
+                r.header.command = m.header.command
+                try c.send(r)
+            }
+            do {
+                var dmaBase: UInt64 = 0
+                while true {
+                    let m = try c.receive()
+                    defer { for f in m.fds { close(f) } }
+                    let r = Reader(m.payload)
+                    switch VFIOUserCommand(rawValue: m.header.command)! {
+                    case .version: try reply(m, VFIOUserPayload.version(major: 0, minor: 1, json: "{}"))
+                    case .deviceGetInfo: try reply(m, VFIOUserPayload.deviceInfo(flags: 3, regions: 9, irqs: 5))
+                    case .deviceGetRegionInfo:
+                        let i = r.u32(8)
+                        if i == 0 {
+                            try reply(m, VFIOUserPayload.regionInfo(argsz: 32, flags: 7, index: 0, size: 4096, offset: 0), fds: [bar.fd])
+                        } else {
+                            try reply(m, VFIOUserPayload.regionInfo(argsz: 32, flags: i == 7 ? 3 : 0, index: i, size: i == 7 ? 256 : 0, offset: 0))
+                        }
+                    case .dmaMap:
+                        dmaBase = r.u64(16)
+                        try reply(m)
+                    case .regionRead:
+                        // Our own commands first, then the reply.
+                        try c.send(VFIOUserMessage(id: 100, command: .dmaWrite,
+                                                   payload: VFIOUserPayload.dmaAccess(address: dmaBase + 0x100, count: 4, data: [0xDE, 0xAD, 0xBE, 0xEF])))
+                        let w = try c.receive()
+                        if !(w.header.isReply && w.header.messageID == 100 && w.payload.count == 16) { seen.failure = "DMA_WRITE reply \(w.header)" }
+                        try c.send(VFIOUserMessage(id: 101, command: .dmaRead, payload: VFIOUserPayload.dmaAccess(address: dmaBase + 0x100, count: 4)))
+                        seen.dmaRead = Array(try c.receive().payload.dropFirst(16))
+                        try c.send(VFIOUserMessage(id: 102, command: .dmaRead, payload: VFIOUserPayload.dmaAccess(address: 0x10, count: 4)))
+                        seen.outOfRange = try c.receive().header.error
+                        try reply(m, VFIOUserPayload.regionAccess(offset: r.u64(0), region: 7, count: 2, data: [0xF4, 0x1A]))
+                    default: try reply(m)
+                    }
+                }
+            } catch {}
+            box.done.store(true, ordering: .releasing)
+        }
+        server.start()
+        do {
+            let f = try VFIOUserFunction(path: path, dmaBytes: 1 << 20)
+            #expect(try f.configRead(offset: 0, width: 2) == 0x1AF4)
+            let memory = try #require(f.dma as? SharedDMAMemory)
+            #expect(memory.base.advanced(by: 0x100).loadUnaligned(as: UInt32.self) == 0xEFBE_ADDE, "the server's DMA_WRITE landed")
+            #expect(seen.dmaRead == [0xDE, 0xAD, 0xBE, 0xEF] && seen.failure == nil)
+            #expect(seen.outOfRange == VFIOUserErrno.efault, "a DMA_READ outside the window is refused")
+            // BAR 0 is mapped: reads and writes go straight to the shared pages.
+            #expect(f.bar(0)?.mapped != nil)
+            #expect(try f.barRead(0, offset: 0x10, width: 1) == 0xAB)
+            try f.barWrite(0, offset: 0x20, width: 4, value: 0x1234_5678)
+            #expect(bar.base.load(fromByteOffset: 0x20, as: UInt32.self) == 0x1234_5678)
+        }
+        var waited = 0
+        while !box.done.load(ordering: .acquiring), waited < 2000 { usleep(1000); waited += 1 }
+    }
+}
