@@ -74,14 +74,14 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
             throw .protocolError("the server answered VERSION with an unsupported version")
         }
         caps = parsed.json
-        let info = Reader(try Self.request(conn, lock, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
+        let info = LEReader(try Self.request(conn, lock, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
         guard info.u32(4) & VFIOUserConst.devicePCI != 0, info.u32(8) >= VFIOUserConst.numRegions else {
             throw .protocolError("the server's device is not a PCI device with \(VFIOUserConst.numRegions) regions")
         }
         for index in 0..<Int(VFIOUserConst.numRegions) where index < 6 || index == Int(VFIOUserConst.configRegion) {
             let r = try Self.request(conn, lock, .deviceGetRegionInfo,
                                      VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
-            let info = Reader(r.payload)
+            let info = LEReader(r.payload)
             sizes[index] = Int(info.u64(16))
             // A mappable BAR (MMAP flag, one fd): map it whole; accesses then go straight to memory.
             if index < 6, info.u32(4) & VFIOUserConst.regionMmap != 0, let fd = r.fds.first, sizes[index] > 0 {
@@ -140,7 +140,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     /// one DMA window; the reply to DMA_WRITE is `{address, count}` (16 bytes, as libvfio-user expects).
     static func answerServer(_ m: VFIOUserMessage, conn: VFIOUserConnection, memory: SharedDMAMemory?) throws(VFIOUserError) {
         for f in m.fds { close(f) }
-        let r = Reader(m.payload)
+        let r = LEReader(m.payload)
         let address = r.u64(0), count = r.u64(8)
         func reply(_ payload: [UInt8], error: UInt32? = nil) throws(VFIOUserError) {
             var out = VFIOUserMessage(id: m.header.messageID, command: .dmaRead,
@@ -183,7 +183,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     func read(region: UInt32, offset: Int, width: Int) throws(PCIError) -> UInt64 {
         let r = try call(.regionRead, VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(width)))
         guard r.payload.count == 16 + width else { throw .io("\(address): REGION_READ returned \(r.payload.count - 16) bytes, asked \(width)") }
-        let rd = Reader(r.payload)
+        let rd = LEReader(r.payload)
         var v: UInt64 = 0
         for i in 0..<width { v |= UInt64(rd.u8(16 + i)) << (8 * UInt64(i)) }
         return v

@@ -24,6 +24,18 @@ public enum VFIOUserError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// A UNIX socket address for `path` (which must fit sun_path).
+func unixAddress(_ path: String) throws(VFIOUserError) -> sockaddr_un {
+    var addr = sockaddr_un()
+    addr.sun_family = sa_family_t(AF_UNIX)
+    let bytes = Array(path.utf8)
+    guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+        throw .io("socket path \(path) is longer than \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes")
+    }
+    withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in bytes.enumerated() { $0[i] = b } }
+    return addr
+}
+
 /// One end of a vfio-user UNIX stream socket: framed messages with file descriptors.
 public final class VFIOUserConnection: @unchecked Sendable {
     public let fd: Int32
@@ -43,16 +55,9 @@ public final class VFIOUserConnection: @unchecked Sendable {
 
     /// Connects to a server's socket.
     public static func connect(path: String) throws(VFIOUserError) -> VFIOUserConnection {
+        var addr = try unixAddress(path)
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            Glibc.close(s)
-            throw .io("socket path \(path) is longer than \(MemoryLayout.size(ofValue: addr.sun_path) - 1) bytes")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in bytes.enumerated() { $0[i] = b } }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }

@@ -38,17 +38,10 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     public init(path: String, device: D) throws(VFIOUserError) {
         self.path = path
         self.device = device
+        var addr = try unixAddress(path)
         unlink(path)
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(s)
-            throw .io("socket path \(path) is too long")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in bytes.enumerated() { $0[i] = b } }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
@@ -130,7 +123,7 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     func handle(_ m: VFIOUserMessage, negotiated: inout Bool) -> Reply {
         guard !m.header.isReply else { return fail(VFIOUserErrno.einval) }
         guard let cmd = VFIOUserCommand(rawValue: m.header.command) else { return fail(VFIOUserErrno.enosys) }
-        let r = Reader(m.payload)
+        let r = LEReader(m.payload)
         if !negotiated, cmd != .version { return fail(VFIOUserErrno.einval) }  // VERSION comes first
         switch cmd {
         case .version:

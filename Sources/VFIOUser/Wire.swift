@@ -1,3 +1,5 @@
+import VirtioRing
+
 /// vfio-user commands (QEMU docs/interop/vfio-user.rst).
 public enum VFIOUserCommand: UInt16, Sendable, CaseIterable {
     case version = 1, dmaMap = 2, dmaUnmap = 3, deviceGetInfo = 4, deviceGetRegionInfo = 5, deviceGetRegionIOFDs = 6,
@@ -37,7 +39,7 @@ public struct VFIOUserHeader: Sendable, Equatable {
     public var wantsReply: Bool { flags & Self.noReply == 0 }
 
     public var encoded: [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u16(messageID)
         w.u16(command)
         w.u32(size)
@@ -47,7 +49,7 @@ public struct VFIOUserHeader: Sendable, Equatable {
     }
 
     public init(decoding b: [UInt8]) {
-        let r = Reader(b)
+        let r = LEReader(b)
         self.init(messageID: r.u16(0), command: r.u16(2), size: r.u32(4), flags: r.u32(8), error: r.u32(12))
     }
 }
@@ -75,32 +77,11 @@ public struct VFIOUserMessage: Sendable {
     public var bytes: [UInt8] { header.encoded + payload }
 }
 
-/// Little-endian writer.
-public struct Writer: Sendable {
-    public private(set) var out: [UInt8] = []
-    public init() {}
-    public mutating func u8(_ v: UInt8) { out.append(v) }
-    public mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func bytes(_ b: [UInt8]) { out.append(contentsOf: b) }
-}
-
-/// Little-endian reader; callers check lengths first (out of range reads as zero).
-public struct Reader: Sendable {
-    public let b: [UInt8]
-    public init(_ b: [UInt8]) { self.b = b }
-    public func u8(_ at: Int) -> UInt8 { at >= 0 && at < b.count ? b[at] : 0 }
-    public func u16(_ at: Int) -> UInt16 { UInt16(u8(at)) | UInt16(u8(at + 1)) << 8 }
-    public func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-    public func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) | UInt64(u32(at + 4)) << 32 }
-}
-
 /// The payloads of the commands this project speaks, each with its exact layout.
 public enum VFIOUserPayload {
     /// VERSION: `u16 major; u16 minor; NUL-terminated JSON capabilities`.
     public static func version(major: UInt16, minor: UInt16, json: String) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u16(major)
         w.u16(minor)
         w.bytes(Array(json.utf8) + [0])
@@ -109,14 +90,14 @@ public enum VFIOUserPayload {
 
     public static func parseVersion(_ p: [UInt8]) -> (major: UInt16, minor: UInt16, json: String)? {
         guard p.count >= 4 else { return nil }
-        let r = Reader(p)
+        let r = LEReader(p)
         let text = p.count > 4 ? Array(p[4...].prefix { $0 != 0 }) : []
         return (r.u16(0), r.u16(2), String(decoding: text, as: UTF8.self))
     }
 
     /// DMA_MAP: `u32 argsz (32); u32 flags (1 read, 2 write); u64 offset; u64 address; u64 size`.
     public static func dmaMap(flags: UInt32, offset: UInt64, address: UInt64, size: UInt64) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(32)
         w.u32(flags)
         w.u64(offset)
@@ -127,7 +108,7 @@ public enum VFIOUserPayload {
 
     /// DMA_UNMAP: `u32 argsz (24); u32 flags; u64 address; u64 size` (the reply echoes it).
     public static func dmaUnmap(flags: UInt32 = 0, address: UInt64, size: UInt64) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(24)
         w.u32(flags)
         w.u64(address)
@@ -137,7 +118,7 @@ public enum VFIOUserPayload {
 
     /// DEVICE_GET_INFO: `u32 argsz; u32 flags (1 reset, 2 PCI); u32 num_regions; u32 num_irqs`.
     public static func deviceInfo(flags: UInt32, regions: UInt32, irqs: UInt32) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(16)
         w.u32(flags)
         w.u32(regions)
@@ -148,7 +129,7 @@ public enum VFIOUserPayload {
     /// DEVICE_GET_REGION_INFO: `struct vfio_region_info` {u32 argsz; u32 flags (1 read, 2 write, 4 mmap,
     /// 8 caps); u32 index; u32 cap_offset; u64 size; u64 offset}.
     public static func regionInfo(argsz: UInt32, flags: UInt32, index: UInt32, size: UInt64, offset: UInt64) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(argsz)
         w.u32(flags)
         w.u32(index)
@@ -160,7 +141,7 @@ public enum VFIOUserPayload {
 
     /// DEVICE_GET_IRQ_INFO: `u32 argsz; u32 flags (1 eventfd); u32 index; u32 count`.
     public static func irqInfo(flags: UInt32, index: UInt32, count: UInt32) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(16)
         w.u32(flags)
         w.u32(index)
@@ -171,7 +152,7 @@ public enum VFIOUserPayload {
     /// DEVICE_SET_IRQS: `struct vfio_irq_set` {u32 argsz; u32 flags; u32 index; u32 start; u32 count};
     /// eventfds travel as SCM_RIGHTS, never in the payload.
     public static func setIRQs(flags: UInt32, index: UInt32, start: UInt32, count: UInt32) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u32(20)
         w.u32(flags)
         w.u32(index)
@@ -182,7 +163,7 @@ public enum VFIOUserPayload {
 
     /// REGION_READ/WRITE head: `u64 offset; u32 region; u32 count`, then data for writes and read replies.
     public static func regionAccess(offset: UInt64, region: UInt32, count: UInt32, data: [UInt8] = []) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u64(offset)
         w.u32(region)
         w.u32(count)
@@ -192,7 +173,7 @@ public enum VFIOUserPayload {
 
     /// DMA_READ/WRITE head: `u64 address; u64 count`, then data.
     public static func dmaAccess(address: UInt64, count: UInt64, data: [UInt8] = []) -> [UInt8] {
-        var w = Writer()
+        var w = LEWriter()
         w.u64(address)
         w.u64(count)
         w.bytes(data)

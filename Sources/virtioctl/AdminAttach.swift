@@ -37,11 +37,7 @@ struct AdminOptions: ParsableArguments {
         guard (1...600_000).contains(timeout) else { throw ValidationError("--timeout must be 1...600000 ms") }
     }
 
-    var logger: Logger {
-        var l = Logger(label: "virtioctl") { StreamLogHandler.standardError(label: $0) }
-        l.logLevel = verbose ? .debug : .warning
-        return l
-    }
+    var logger: Logger { cliLogger(verbose: verbose) }
 }
 
 /// The member a command names: `--member N` (a VF number for the sriov group, 0 for self).

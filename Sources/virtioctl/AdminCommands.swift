@@ -280,25 +280,37 @@ extension AdminVerbs {
         }
     }
 
+    /// A DEV_PARTS object: which id and kind (the create and query verbs share it).
+    struct ObjectOptions: ParsableArguments {
+        @Option(help: "Object id.") var id: UInt32 = 0
+        @Option(help: "Object kind: get or set.") var kind: String = "get"
+
+        func check() throws { guard kind == "get" || kind == "set" else { throw CLIError("--kind must be get or set") } }
+
+        /// DRIVER_CAP_SET, then RESOURCE_OBJ_CREATE of the object for `member`.
+        func create<T>(_ c: AdminChannel<T>, group: AdminGroup, member: UInt64) throws {
+            try c.enableDevPartsCapability()
+            _ = try c.execute(AdminRequest.resourceCreate(group: group, member: member, type: ResourceObjectType.devParts, id: id,
+                                                          specific: AdminRequest.devPartsObject(set: kind == "set")))
+        }
+    }
+
     struct ResourceCreate: AdminVerb {
         static let configuration = CommandConfiguration(commandName: "resource-create",
             abstract: "RESOURCE_OBJ_CREATE of a DEV_PARTS object (after DRIVER_CAP_SET).")
         @OptionGroup var common: AdminOptions
         @OptionGroup var target: MemberOption
-        @Option(help: "Object id.") var id: UInt32 = 0
-        @Option(help: "Object kind: get or set.") var kind: String = "get"
+        @OptionGroup var object: ObjectOptions
 
         func prepare() throws {
             _ = try target.resolved()
-            guard kind == "get" || kind == "set" else { throw CLIError("--kind must be get or set") }
+            try object.check()
         }
         func perform<T>(_ c: AdminChannel<T>) throws {
             let (g, member) = try target.resolved()
-            try c.enableDevPartsCapability()
-            _ = try c.execute(AdminRequest.resourceCreate(group: g, member: member, type: ResourceObjectType.devParts, id: id,
-                                                          specific: AdminRequest.devPartsObject(set: kind == "set")))
-            if common.output == .normal { print("object \(id) (\(kind)) created for member \(member)") }
-            else if common.output == .json { try printJSON(["id": "\(id)", "kind": kind, "result": "ok"]) }
+            try object.create(c, group: g, member: member)
+            if common.output == .normal { print("object \(object.id) (\(object.kind)) created for member \(member)") }
+            else if common.output == .json { try printJSON(["id": "\(object.id)", "kind": object.kind, "result": "ok"]) }
         }
     }
 
@@ -307,18 +319,16 @@ extension AdminVerbs {
             abstract: "Create a DEV_PARTS object, RESOURCE_OBJ_QUERY it, destroy it (objects last one run).")
         @OptionGroup var common: AdminOptions
         @OptionGroup var target: MemberOption
-        @Option(help: "Object id.") var id: UInt32 = 0
-        @Option(help: "Object kind: get or set.") var kind: String = "get"
+        @OptionGroup var object: ObjectOptions
 
         func prepare() throws {
             _ = try target.resolved()
-            guard kind == "get" || kind == "set" else { throw CLIError("--kind must be get or set") }
+            try object.check()
         }
         func perform<T>(_ c: AdminChannel<T>) throws {
             let (g, member) = try target.resolved()
-            try c.enableDevPartsCapability()
-            _ = try c.execute(AdminRequest.resourceCreate(group: g, member: member, type: ResourceObjectType.devParts, id: id,
-                                                          specific: AdminRequest.devPartsObject(set: kind == "set")))
+            try object.create(c, group: g, member: member)
+            let id = object.id
             let r = try c.execute(AdminRequest.resourceQuery(group: g, member: member, type: ResourceObjectType.devParts, id: id))
             _ = try c.execute(AdminRequest.resourceDestroy(group: g, member: member, type: ResourceObjectType.devParts, id: id))
             switch common.output {

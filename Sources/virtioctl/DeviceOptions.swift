@@ -6,6 +6,13 @@ import VirtioDrivers
 import VirtioPCI
 import VirtioSoftDevice
 
+/// The CLI's logger: stderr, debug steps with -v.
+func cliLogger(verbose: Bool) -> Logger {
+    var l = Logger(label: "virtioctl") { StreamLogHandler.standardError(label: $0) }
+    l.logLevel = verbose ? .debug : .warning
+    return l
+}
+
 /// Something to do with an attached block device, whatever transport it sits on.
 protocol BlockDeviceUser {
     associatedtype Result
@@ -69,11 +76,7 @@ struct DeviceOptions: ParsableArguments {
         return FeaturePolicy(forcedOff: try parse(featureOff, "--feature-off"), required: try parse(require, "--require"))
     }
 
-    var logger: Logger {
-        var l = Logger(label: "virtioctl") { StreamLogHandler.standardError(label: $0) }
-        l.logLevel = verbose ? .debug : .warning
-        return l
-    }
+    var logger: Logger { cliLogger(verbose: verbose) }
 
     /// Attaches the block driver to DEVICE and hands it to `user`. The device is reset when done.
     func withBlockDevice<U: BlockDeviceUser>(_ user: U) throws -> U.Result {

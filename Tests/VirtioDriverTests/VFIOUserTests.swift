@@ -59,16 +59,16 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
         let pv = VFIOUserPayload.parseVersion(v)!
         #expect(v.last == 0 && pv.major == 0 && pv.minor == 1 && pv.json == "{\"capabilities\":{}}")
         let map = VFIOUserPayload.dmaMap(flags: 3, offset: 0x1000, address: 0x1_0000_0000, size: 0x200000)
-        #expect(map.count == 32 && Reader(map).u32(0) == 32 && Reader(map).u32(4) == 3 && Reader(map).u64(8) == 0x1000
-                && Reader(map).u64(16) == 0x1_0000_0000 && Reader(map).u64(24) == 0x200000)
+        #expect(map.count == 32 && LEReader(map).u32(0) == 32 && LEReader(map).u32(4) == 3 && LEReader(map).u64(8) == 0x1000
+                && LEReader(map).u64(16) == 0x1_0000_0000 && LEReader(map).u64(24) == 0x200000)
         let unmap = VFIOUserPayload.dmaUnmap(address: 5, size: 6)
-        #expect(unmap.count == 24 && Reader(unmap).u64(8) == 5 && Reader(unmap).u64(16) == 6)
+        #expect(unmap.count == 24 && LEReader(unmap).u64(8) == 5 && LEReader(unmap).u64(16) == 6)
         #expect(VFIOUserPayload.deviceInfo(flags: 3, regions: 9, irqs: 5) == [16, 0, 0, 0, 3, 0, 0, 0, 9, 0, 0, 0, 5, 0, 0, 0])
         let ri = VFIOUserPayload.regionInfo(argsz: 32, flags: 7, index: 4, size: 0x4000, offset: 0x10000)
-        #expect(ri.count == 32 && Reader(ri).u32(8) == 4 && Reader(ri).u64(16) == 0x4000 && Reader(ri).u64(24) == 0x10000)
+        #expect(ri.count == 32 && LEReader(ri).u32(8) == 4 && LEReader(ri).u64(16) == 0x4000 && LEReader(ri).u64(24) == 0x10000)
         #expect(VFIOUserPayload.irqInfo(flags: 1, index: 2, count: 8) == [16, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 8, 0, 0, 0])
         let set = VFIOUserPayload.setIRQs(flags: 0x24, index: 2, start: 0, count: 3)
-        #expect(set.count == 20 && Reader(set).u32(4) == 0x24 && Reader(set).u32(16) == 3)
+        #expect(set.count == 20 && LEReader(set).u32(4) == 0x24 && LEReader(set).u32(16) == 3)
         let rw = VFIOUserPayload.regionAccess(offset: 0x3000, region: 4, count: 2, data: [1, 0])
         #expect(rw == [0, 0x30, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 1, 0])
         #expect(VFIOUserPayload.dmaAccess(address: 1, count: 2).count == 16)
@@ -288,7 +288,7 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
                 while true {
                     let m = try c.receive()
                     defer { for f in m.fds { close(f) } }
-                    let r = Reader(m.payload)
+                    let r = LEReader(m.payload)
                     switch VFIOUserCommand(rawValue: m.header.command)! {
                     case .version: try reply(m, VFIOUserPayload.version(major: 0, minor: 1, json: "{}"))
                     case .deviceGetInfo: try reply(m, VFIOUserPayload.deviceInfo(flags: 3, regions: 9, irqs: 5))

@@ -1,3 +1,5 @@
+import VirtioRing
+
 /// Typed admin commands 0x2-0x11: request encoders and result decoders (layouts from
 /// admin-cmds-legacy-interface.tex, admin-cmds-capabilities.tex, admin-cmds-resource-objects.tex,
 /// admin-cmds-device-parts.tex). Each builds a whole `AdminCommand`, so tests can check bytes.

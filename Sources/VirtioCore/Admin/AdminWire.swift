@@ -1,3 +1,5 @@
+import VirtioRing
+
 /// Admin command opcodes of virtio 1.3/1.4 (`admin.tex`): 0x0-0x6 in 1.3, 0x7-0x11 in 1.4.
 public enum AdminOpcode: UInt16, Sendable, CaseIterable, Codable, CustomStringConvertible {
     case listQuery = 0x0
@@ -256,32 +258,6 @@ public struct AdminResponse: Sendable, Equatable {
         w.bytes(result)
         return w.out
     }
-}
-
-/// Little-endian field writer for admin payloads.
-public struct LEWriter: Sendable {
-    public private(set) var out: [UInt8] = []
-    public init() {}
-    public mutating func u8(_ v: UInt8) { out.append(v) }
-    public mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-    public mutating func zeros(_ n: Int) { out.append(contentsOf: repeatElement(0, count: n)) }
-    public mutating func bytes(_ b: [UInt8]) { out.append(contentsOf: b) }
-    public mutating func pad(to multiple: Int) { zeros((multiple - out.count % multiple) % multiple) }
-}
-
-/// Little-endian field reader over device-written bytes: fields past the end read as zero
-/// (`admin.tex`: a driver MUST act as if fields the device did not write were zero).
-public struct LEReader: Sendable {
-    public let bytes: [UInt8]
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-    public func u8(_ at: Int) -> UInt8 { at >= 0 && at < bytes.count ? bytes[at] : 0 }
-    public func u16(_ at: Int) -> UInt16 { UInt16(u8(at)) | UInt16(u8(at + 1)) << 8 }
-    public func u32(_ at: Int) -> UInt32 { UInt32(u16(at)) | UInt32(u16(at + 2)) << 16 }
-    public func u64(_ at: Int) -> UInt64 { UInt64(u32(at)) | UInt64(u32(at + 4)) << 32 }
-    /// `count` bytes from `at`, zero-filled past the end.
-    public func slice(_ at: Int, _ count: Int) -> [UInt8] { (0..<count).map { u8(at + $0) } }
 }
 
 /// The LIST_QUERY / LIST_USE payload: bit n of le64 word n/64 means opcode n.

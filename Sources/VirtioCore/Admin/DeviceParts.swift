@@ -1,3 +1,5 @@
+import VirtioRing
+
 /// Device part types (`device-parts.tex`): 0x100-0x105 are the spec's common parts.
 public enum DevicePartType {
     public static let devFeatures: UInt16 = 0x100

@@ -152,10 +152,12 @@ public final class StatsRegionReader {
 
     /// Why the region is not live: its writer is gone, silent, or the file was replaced; nil when live.
     public var staleReason: String? {
-        guard let s = try? snapshot(tries: 1000) else { return "no consistent snapshot: the writer stopped mid-update" }
-        let pid = s.writerPID
+        // The pid first, read on its own: a writer killed mid-update leaves the count odd for good.
+        let pidSlot = UnsafePointer((base + layout.dataOffset + 8 * StatsLayout.pidIndex).assumingMemoryBound(to: Atomic<UInt64>.self))
+        let pid = Int32(truncatingIfNeeded: pidSlot.pointee.load(ordering: .relaxed))
         if pid <= 0 { return "no writer recorded" }
         if kill(pid, 0) != 0, errno == ESRCH { return "its writer, process \(pid), is gone" }
+        guard let s = try? snapshot(tries: 1000) else { return "no consistent snapshot: the writer stopped mid-update" }
         let now = monotonicNanoseconds()
         if now > s.heartbeat, now - s.heartbeat > staleAfterNanoseconds {
             return "its writer, process \(pid), has not updated it for \((now - s.heartbeat) / 1_000_000_000) s"
