@@ -111,6 +111,8 @@ public final class VirtioDevice<T: VirtioTransport> {
     public func checkHealth(_ status: DeviceStatus? = nil) throws(VirtioError) {
         let s: DeviceStatus
         if let status { s = status } else { s = try transport.readStatus() }
+        // All ones is no status at all: a removed function answers every read with 0xFF.
+        if s.rawValue == 0xFF { throw .deviceGone }
         if s.contains(.deviceNeedsReset) { throw .deviceNeedsReset }
         if s.contains(.failed) { throw .deviceFailed(status: s.rawValue) }
     }

@@ -13,6 +13,8 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
     case resetTimeout(status: UInt8)
     case queueResetTimeout(queue: Int)
     case deviceNeedsReset
+    /// device_status reads 0xFF: the function is gone (surprise removal), every read returns all ones.
+    case deviceGone
     case deviceFailed(status: UInt8)
     case noSuchQueue(queue: Int, available: Int)
     case queueUnavailable(queue: Int)
@@ -43,6 +45,8 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
             "device did not finish reset: device_status still reads 0x\(String(s, radix: 16)) after the wait"
         case let .queueResetTimeout(q):
             "queue \(q) did not finish its reset: queue_reset still reads 1 after the wait"
+        case .deviceGone:
+            "device_status reads 0xFF: the device is gone (surprise removal or a dead link); nothing it returns can be trusted"
         case .deviceNeedsReset:
             "device set DEVICE_NEEDS_RESET: it hit an error it cannot recover from; reset and re-attach"
         case let .deviceFailed(s):

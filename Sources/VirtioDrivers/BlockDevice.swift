@@ -247,7 +247,19 @@ public final class BlockDevice<T: VirtioTransport> {
     // MARK: synchronous helpers (queue 0)
 
     /// Submits one request on `queue`, notifies, and polls until it completes (or the timeout).
+    /// When the device broke a rule, stopped answering, needs a reset or is gone, the device is
+    /// reset before the error is thrown: it then writes no memory the caller may reuse.
     public func perform(_ op: BlockOperation, sector: UInt64, data: BufferElement?, queue: Int = 0) throws(BlockError) -> BlockCompletion {
+        do { return try performOnce(op, sector: sector, data: data, queue: queue) } catch {
+            switch error {
+            case .virtio, .timeout: try? device.reset()
+            default: break
+            }
+            throw error
+        }
+    }
+
+    private func performOnce(_ op: BlockOperation, sector: UInt64, data: BufferElement?, queue: Int) throws(BlockError) -> BlockCompletion {
         guard queue >= 0, queue < queueCount else { throw .noSuchQueue(queue, available: queueCount) }
         let tag = nextTag
         nextTag &+= 1

@@ -156,6 +156,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
     public func handle(queue: Int, chain: AvailableChain, elements: UnsafeMutableBufferPointer<ChainElement>,
                        memory: DMAArena, negotiated: FeatureSet) -> RequestOutcome {
         if queue == statisticsQueue { return stats.received(chain: chain, elements: elements, memory: memory) }
+        if faults.neverComplete, served >= faults.faultAfterRequests { return .held }  // fault: taken, never returned
         let io = ChainIO(elements: elements, chain: chain, memory: memory)
         let readable = io.readableBytes
         let writable = io.writableBytes
@@ -268,8 +269,10 @@ extension SoftPCIFunction where P == SoftBlock {
     /// SR-IOV owner with an admin queue and N member functions (`admin!.members`); the members
     /// share the owner's DMA memory and its disk (as two hosts with shared storage would), so a
     /// driver can move between them.
-    public static func block(_ options: SoftBlockOptions, faults: SoftFaults = SoftFaults(),
+    public static func block(_ options: SoftBlockOptions, faults given: SoftFaults = SoftFaults(),
                              address: String = "soft:blk") throws(SoftDeviceError) -> SoftPCIFunction<SoftBlock> {
+        // Faults given in code win; otherwise the ones the spelling named (fault=...).
+        let faults = given == SoftFaults() ? options.faults : given
         let blk = try SoftBlock(options: options, faults: faults)
         var admin: SoftAdmin?
         var arena: DMAArena?

@@ -1,3 +1,5 @@
+import VirtioRing
+
 /// How a software virtio-blk device is built: `soft:blk,size=64M,queues=2,packed=off,...`.
 public struct SoftBlockOptions: Sendable, Equatable {
     /// Capacity in bytes (a multiple of 512). With `file`, nil means the file's size.
@@ -34,6 +36,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
     public var vfEnable = true
     /// Admin-queue misbehaviour for driver tests.
     public var adminFault: SoftAdminFault?
+    /// Fault modes (`fault=NAME`, repeatable) and when they strike (`fault_after=N` requests).
+    public var faults = SoftFaults()
     /// Seed 000's draft statistics queue, after the request queues, on feature bit 23 (never 11).
     public var statsQueue = false
     /// Complete reads and writes without moving data (a null device, for transport benchmarks).
@@ -75,6 +79,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("stats_vq", "the seed-000 draft statistics queue after the request queues, on feature bit 23 (on|off)"),
         ("null", "null backend: reads and writes complete at once, no data moves (on|off)"),
         ("stats_interval", "with stats_vq: the device asks for statistics every N ms (0: never by itself)"),
+        ("fault", "hostile device mode (repeatable): " + SoftFaults.modeNames.joined(separator: ", ")),
+        ("fault_after", "requests completed before a fault mode strikes (default 8)"),
         ("admin_fault", "admin misbehaviour: " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", ")),
     ]
 
@@ -135,6 +141,13 @@ public struct SoftBlockOptions: Sendable, Equatable {
                     throw .badOption("dma=\(value): expected 1M to 16G")
                 }
                 dmaBytes = Int(n)
+            case "fault":
+                guard faults.enable(value.lowercased()) else {
+                    throw .badOption("fault=\(value): no such mode; modes: " + SoftFaults.modeNames.joined(separator: ", "))
+                }
+            case "fault_after":
+                faults.faultAfterRequests = try int(0...1_000_000)
+                if faults.needsResetAfterRequests != nil { faults.needsResetAfterRequests = faults.faultAfterRequests }
             case "stats_vq": statsQueue = try flag()
             case "null": nullBackend = try flag()
             case "stats_interval": statsInterval = try int(0...60_000)
@@ -236,5 +249,29 @@ public struct SoftFaults: Sendable, Equatable {
     public var queueResetDelayReads = 0
     /// Requests complete with this status byte instead of the real one.
     public var statusOverride: UInt8?
+    /// Hostile modes strike after this many completed requests.
+    public var faultAfterRequests = 8
+    /// The device returns a buffer as a hostile device would (once).
+    public var hostileUsed: HostileUsed?
+    /// Requests are taken and never completed.
+    public var neverComplete = false
+    /// Surprise removal: every register and config read returns all ones.
+    public var surpriseRemoval = false
     public init() {}
+
+    /// The named modes `fault=NAME` takes.
+    public static let modeNames = HostileUsed.allCases.map(\.rawValue) + ["never_complete", "needs_reset", "status_ff", "config_churn"]
+
+    /// Turns on mode `name`; false when there is no such mode.
+    public mutating func enable(_ name: String) -> Bool {
+        if let h = HostileUsed(rawValue: name) { hostileUsed = h; return true }
+        switch name {
+        case "never_complete": neverComplete = true
+        case "needs_reset": needsResetAfterRequests = faultAfterRequests
+        case "status_ff": surpriseRemoval = true
+        case "config_churn": configChurnReads = Int.max
+        default: return false
+        }
+        return true
+    }
 }

@@ -286,6 +286,7 @@ extension SoftPCIFunction {
         }
         queues[q].notifyCount.add(1, ordering: .relaxed)
         queues[q].lastNotifyValue.store(value, ordering: .relaxed)
+        if removed { return }  // fault status_ff: a removed function does nothing
         guard live.load(ordering: .acquiring) else {
             if !needsReset.load(ordering: .acquiring) {
                 violation("content.tex Device Initialization: no available-buffer notification before DRIVER_OK",

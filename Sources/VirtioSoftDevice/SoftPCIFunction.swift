@@ -135,8 +135,15 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         }
     }
 
+    /// Fault `status_ff`: after the set number of requests the function is gone, and every read
+    /// returns all ones, as a PCI read of a removed device does.
+    var removed: Bool {
+        faults.surpriseRemoval && queues.reduce(0) { $0 + $1.completedCount.load(ordering: .relaxed) } >= faults.faultAfterRequests
+    }
+
     public func configRead(offset: Int, width: Int) throws(PCIError) -> UInt32 {
         try checkConfigAccess(offset, width)
+        if removed { return width == 4 ? 0xFFFF_FFFF : (1 << (8 * UInt32(width))) - 1 }
         if offset == SoftBAR.pciCfgData { return try pciCfgAccess(write: nil) }
         return registers.withLock { r in
             var v: UInt32 = 0
@@ -204,6 +211,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
 
     public func barRead(_ index: Int, offset: Int, width: Int) throws(PCIError) -> UInt64 {
         try checkBARAccess(index, offset, width)
+        if removed { return width == 8 ? .max : (1 << (8 * UInt64(width))) - 1 }
         if index == SoftBAR.msix {
             return registers.withLock { r in
                 guard offset < r.msixTable.count else { return 0 }

@@ -34,6 +34,8 @@ struct EngineState: @unchecked Sendable {
     var batchDescriptors: UnsafeMutableBufferPointer<UInt16>
     /// A buffer the device keeps to return later (statistics queue): its id and ring descriptors.
     var kept: (id: UInt16, descriptors: UInt16)?
+    /// A hostile fault mode has struck (it strikes once).
+    var hostileFired = false
 }
 
 /// One device queue of the software function: pops requests, hands them to the personality,
@@ -204,7 +206,7 @@ final class SoftQueue: @unchecked Sendable {
                     break
                 }
             }
-            complete(&ring, &s, count: n, isr: isr)
+            complete(&ring, &s, count: n, faults: faults, isr: isr)
             if failure != nil { return failure }
             if n == 0 { break }
         } while true
@@ -217,9 +219,16 @@ final class SoftQueue: @unchecked Sendable {
 
     /// Returns a batch: one in-order batch entry, or single entries in reverse order.
     private func complete<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, count n: Int,
-                                                     isr: borrowing Atomic<UInt8>) {
+                                                     faults: SoftFaults, isr: borrowing Atomic<UInt8>) {
         guard n > 0 else { return }
-        completedCount.add(n, ordering: .relaxed)
+        let before = completedCount.add(n, ordering: .relaxed).oldValue
+        if let hostile = faults.hostileUsed, !s.hostileFired, before + n > faults.faultAfterRequests {
+            // Fault injection: this batch goes back the way a hostile device returns buffers.
+            s.hostileFired = true
+            ring.pushHostile(hostile, id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
+            signal(&ring, &s, isr: isr)
+            return
+        }
         if s.inOrder {
             if n > 1 {
                 var descriptors: UInt16 = 0

@@ -1,0 +1,91 @@
+import Foundation
+import Testing
+import VirtioCore
+import VirtioDrivers
+import VirtioRing
+import VirtioSoftDevice
+
+/// The software device's hostile modes (`fault=NAME`) against the whole block driver: no crash,
+/// no hang (bounded), nothing completed twice, an error naming the rule, and the device left reset.
+@Suite struct HostileModeTests {
+    /// Runs reads until one fails (at most 40); returns the error and how many succeeded.
+    func readUntilFailure(_ spec: String, timeoutMs: Int = 300) throws -> (BlockError?, Int, SoftPCIFunction<SoftBlock>) {
+        var o = BlockAttachOptions()
+        o.timeoutMilliseconds = timeoutMs
+        let (f, blk) = try attach(spec + ",fault_after=4", options: o)
+        let b = try blk.allocateBuffer(bytes: 4096)
+        for i in 0..<40 {
+            do { try blk.read(sector: UInt64(i * 8), into: b) } catch { return (error, i, f) }
+        }
+        return (nil, 40, f)
+    }
+
+    @Test(arguments: ["packed=on", "packed=off"])
+    func ringViolationsAreNamedAndTheDeviceIsReset(layout: String) throws {
+        // Split sees a duplicate as used idx moving past what is in flight.
+        let cases: [(String, String)] = [
+            ("used_id_range", "out of range"),
+            ("len_overflow", "exceeds its"),
+            ("flags_lie", layout == "packed=on" ? "inconsistent with used wrap counter" : "used idx jumped"),
+        ] + (layout == "packed=off" ? [("dup_id", "used idx jumped")] : [])
+        for (mode, words) in cases {
+            let (error, ok, f) = try readUntilFailure("\(layout),fault=\(mode)")
+            let text = "\(error.map { "\($0)" } ?? "no error")"
+            #expect(error != nil && text.contains(words), "\(mode): \(text)")
+            #expect(text.contains("queue broken"), "\(mode) names a broken queue: \(text)")
+            #expect(ok >= 4, "\(mode): the requests before the fault completed")
+            #expect(f.status == 0, "\(mode): the driver reset the device after the violation")
+        }
+    }
+
+    /// Packed: a duplicate written where the driver looks next, after the id was re-issued, reads as
+    /// the new request's completion whose status byte was never written, or as nothing; either
+    /// way the request fails (bounded) and the device is reset.
+    @Test func packedDuplicateFailsTheRequest() throws {
+        let (e, ok, f) = try readUntilFailure("packed=on,fault=dup_id")
+        #expect(e != nil && ok >= 4, "\(String(describing: e))")
+        #expect(f.status == 0)
+    }
+
+    @Test func usedIndexJumpAndEarlyWrapFlipAreViolations() throws {
+        let (e1, _, f1) = try readUntilFailure("packed=off,fault=idx_jump")
+        #expect("\(e1!)".contains("used idx jumped") && f1.status == 0)
+        // Packed: the used flags carry the next lap's wrap counter. The driver knows the AVAIL bit
+        // it wrote there, so the flags are caught as inconsistent rather than waited on.
+        let (e2, _, f2) = try readUntilFailure("packed=on,fault=idx_jump")
+        #expect("\(e2.map { "\($0)" } ?? "")".contains("inconsistent with used wrap counter") && f2.status == 0)
+    }
+
+    @Test func neverCompletedRequestsTimeOutAndTheDeviceIsReset() throws {
+        let start = Date()
+        let (e, ok, f) = try readUntilFailure("fault=never_complete", timeoutMs: 200)
+        guard case let .timeout(ms, what)? = e else { Issue.record("expected a timeout, got \(String(describing: e))"); return }
+        #expect(ms == 200 && what.contains("read at sector") && ok == 4)
+        #expect(f.status == 0)
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+
+    @Test func needsResetAndSurpriseRemovalAreReported() throws {
+        let (e1, _, f1) = try readUntilFailure("fault=needs_reset")
+        #expect(e1 == .virtio(.deviceNeedsReset), "\(String(describing: e1))")
+        #expect(f1.status == 0)
+        let (e2, ok2, _) = try readUntilFailure("fault=status_ff")
+        #expect(e2 == .virtio(.deviceGone), "\(String(describing: e2))")
+        #expect(ok2 == 4)
+        #expect("\(e2!)".contains("surprise removal"))
+    }
+
+    @Test func endlessConfigChurnFailsTheAttach() throws {
+        #expect(throws: BlockError.self) { _ = try attach("fault=config_churn") }
+        do { _ = try attach("fault=config_churn") } catch {
+            #expect("\(error)".contains("config_generation"), "\(error)")
+        }
+    }
+
+    @Test func unknownModesAreRefusedByName() {
+        #expect(throws: SoftDeviceError.self) { _ = try SoftBlockOptions(parsing: ["fault=gremlins"]) }
+        do { _ = try SoftBlockOptions(parsing: ["fault=gremlins"]) } catch {
+            #expect("\(error)".contains("dup_id") && "\(error)".contains("status_ff"))
+        }
+    }
+}
