@@ -257,10 +257,15 @@ public struct SoftFaults: Sendable, Equatable {
     public var neverComplete = false
     /// Surprise removal: every register and config read returns all ones.
     public var surpriseRemoval = false
+    /// Notification storm: every completion also fires the queue's interrupt 64 times.
+    public var notifyStorm = false
+    /// The statistics queue returns a buffer the driver never gave it (once).
+    public var statsUnasked = false
     public init() {}
 
     /// The named modes `fault=NAME` takes.
-    public static let modeNames = HostileUsed.allCases.map(\.rawValue) + ["never_complete", "needs_reset", "status_ff", "config_churn"]
+    public static let modeNames = HostileUsed.allCases.map(\.rawValue)
+        + ["never_complete", "needs_reset", "status_ff", "config_churn", "notify_storm", "stats_unasked"]
 
     /// Turns on mode `name`; false when there is no such mode.
     public mutating func enable(_ name: String) -> Bool {
@@ -270,6 +275,8 @@ public struct SoftFaults: Sendable, Equatable {
         case "needs_reset": needsResetAfterRequests = faultAfterRequests
         case "status_ff": surpriseRemoval = true
         case "config_churn": configChurnReads = Int.max
+        case "notify_storm": notifyStorm = true
+        case "stats_unasked": statsUnasked = true
         default: return false
         }
         return true

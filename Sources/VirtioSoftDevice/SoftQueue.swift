@@ -123,16 +123,19 @@ final class SoftQueue: @unchecked Sendable {
     func stop() { state.withLock { s in Self.release(&s); s.kept = nil } }
 
     /// Returns the kept buffer (0 bytes written) and signals the driver; false when none is kept.
-    func returnKept(isr: borrowing Atomic<UInt8>) -> Bool {
+    /// `unasked`: fault injection, the device returns a buffer it was never given instead.
+    func returnKept(isr: borrowing Atomic<UInt8>, unasked: Bool = false) -> Bool {
         state.withLock { s -> Bool in
             guard let k = s.kept else { return false }
             s.kept = nil
             switch s.ring {
             case let .split(p)?:
-                p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors)
+                if unasked { p.pointee.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
+                else { p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
                 signal(&p.pointee, &s, isr: isr)
             case let .packed(p)?:
-                p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors)
+                if unasked { p.pointee.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
+                else { p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
                 signal(&p.pointee, &s, isr: isr)
             case nil: return false
             }
@@ -247,6 +250,10 @@ final class SoftQueue: @unchecked Sendable {
             }
         }
         signal(&ring, &s, isr: isr)
+        if faults.notifyStorm, let fd = s.interruptFD {  // fault: a storm of interrupts nobody asked for
+            var many: UInt64 = 64
+            _ = write(fd, &many, 8)
+        }
     }
 
     /// A used-buffer notification, if the driver wants one: MSI-X eventfd, else the ISR bit.

@@ -149,7 +149,7 @@ extension SoftPCIFunction {
     public func requestStatistics() -> Bool {
         guard let q = personality.statisticsQueue, let sink = personality.statisticsSink, live.load(ordering: .acquiring),
               !stopped.load(ordering: .acquiring) else { return false }
-        guard queues[q].returnKept(isr: isr) else { return false }
+        guard queues[q].returnKept(isr: isr, unasked: faults.statsUnasked) else { return false }
         sink.requested()
         return true
     }

@@ -82,6 +82,37 @@ import VirtioSoftDevice
         }
     }
 
+    /// Over vfio-user (the device works on its own thread, so the driver sleeps on the eventfd).
+    @Test func aNotificationStormChangesNothingButTheCount() throws {
+        let served = try ServedDevice(try softBlock("fault=notify_storm,fault_after=0"))
+        defer { served.shutdown() }
+        var o = BlockAttachOptions()
+        o.interrupts = true
+        let blk = try BlockDevice(transport: try served.transport(), options: o)
+        let w = try blk.allocateBuffer(bytes: 4096), r = try blk.allocateBuffer(bytes: 4096)
+        for i in 0..<100 {
+            fill(w, lba: UInt64(i * 8), gen: 7)
+            try blk.write(sector: UInt64(i * 8), from: w)
+            try blk.read(sector: UInt64(i * 8), into: r)
+            #expect(bytes(r) == bytes(w))
+        }
+        // Completions came with 64 unrequested signals each; the driver woke, found nothing extra, went on.
+        #expect(blk.counters(queue: 0).interrupts > 64)
+        #expect(served.server.device.log.violations.isEmpty && served.server.device.status == 0x0F)
+    }
+
+    @Test func aStatisticsBufferTheDriverNeverGaveIsAViolation() throws {
+        var o = BlockAttachOptions()
+        o.draftStatsQueue = true
+        let (f, blk) = try attach("stats_vq=on,stats_interval=0,fault=stats_unasked", options: o)
+        try blk.startStatistics()
+        #expect(f.requestStatistics())
+        #expect(throws: BlockError.self) { _ = try blk.pollStatistics() }
+        do { _ = try blk.pollStatistics() } catch {
+            #expect("\(error)".contains("queue broken"), "\(error)")
+        }
+    }
+
     @Test func unknownModesAreRefusedByName() {
         #expect(throws: SoftDeviceError.self) { _ = try SoftBlockOptions(parsing: ["fault=gremlins"]) }
         do { _ = try SoftBlockOptions(parsing: ["fault=gremlins"]) } catch {
