@@ -146,8 +146,10 @@ public final class VirtioDevice<T: VirtioTransport> {
     ///   - indirectElements: the largest buffer (in elements) to put in an indirect table.
     ///   - vector: an MSI-X vector to program, nil for poll mode.
     ///   - admin: an admin queue (VIRTIO_F_ADMIN_VQ): `index` must lie in admin_queue_index..+num.
+    ///   - reusing: the ring memory of an earlier set-up of this queue (recovery after a device reset);
+    ///     its indirect tables come with it.
     public func makeQueue(_ index: Int, size: Int? = nil, indirectElements: Int = 0,
-                          vector: UInt16? = nil, admin: Bool = false) throws(VirtioError) -> Virtqueue<T> {
+                          vector: UInt16? = nil, admin: Bool = false, reusing: DMARegion? = nil) throws(VirtioError) -> Virtqueue<T> {
         if admin {
             guard has(VirtioFeature.adminVQ) else { throw .featureNotNegotiated("VIRTIO_F_ADMIN_VQ") }
             let range = try transport.adminQueueRange()
@@ -168,7 +170,7 @@ public final class VirtioDevice<T: VirtioTransport> {
         let features = RingFeatures(indirect: has(VirtioFeature.indirectDesc), eventIndex: has(VirtioFeature.eventIdx),
                                     inOrder: has(VirtioFeature.inOrder))
         let q = try buildQueue(index: index, size: n, packed: packed, features: features,
-                               indirectElements: indirectElements, vector: vector, memory: nil)
+                               indirectElements: indirectElements, vector: vector, memory: reusing)
         try transport.enableQueue(index)
         queues.append(QueueInfo(index: index, size: n, maxSize: maxSize, layout: packed ? .packed : .split,
                                 inOrder: features.inOrder, eventIndex: features.eventIndex,

@@ -38,6 +38,8 @@ public final class BlockDevice<T: VirtioTransport> {
     let queues: UnsafeMutablePointer<BlockQueue<T>>
     private var nextTag: UInt64 = 1
     private var idBuffer: DMARegion?
+    /// What attach was asked for, so `recover` can do it again.
+    private let attachOptions: BlockAttachOptions
     /// The draft statistics queue, when negotiated (post with `startStatistics`, answer with `pollStatistics`).
     public private(set) var stats: StatsQueueResponder<T>?
 
@@ -51,6 +53,7 @@ public final class BlockDevice<T: VirtioTransport> {
             throw .wrongDeviceType("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a block device")
         }
         timeoutMilliseconds = options.timeoutMilliseconds
+        attachOptions = options
         let built: (BlockConfig, Int, UnsafeMutablePointer<BlockQueue<T>>)
         do {
             var bits = blockDriverFeatures
@@ -127,6 +130,44 @@ public final class BlockDevice<T: VirtioTransport> {
             throw .invalidRequest("\(error)")
         }
         (config, queueCount, queues) = built
+    }
+
+    /// Recovery after DEVICE_NEEDS_RESET, a broken queue or a timeout: resets the device, negotiates
+    /// the same features again, sets every queue up again in its own ring memory and sets
+    /// DRIVER_OK. Returns the tags of the requests that were in flight: the device will never
+    /// complete them, so the caller resubmits each (nothing is lost; none completes twice).
+    /// Poll mode only for now.
+    public func recover() throws(BlockError) -> [UInt64] {
+        guard !interruptMode else { throw .invalidRequest("recovery in MSI-X mode is not supported yet; attach in poll mode") }
+        let before = device.negotiated
+        var bits = blockDriverFeatures
+        if attachOptions.draftStatsQueue { bits.insert(BlockFeature.draftStatsVQ) }
+        var lost: [UInt64] = []
+        do {
+            try device.initialize(policy: attachOptions.policy, deviceTypeBits: bits)
+            guard device.negotiated == before else {
+                device.fail()
+                throw BlockError.invalidConfig("the device negotiated different features after its reset: "
+                    + device.names(device.negotiated.subtracting(before).union(before.subtracting(device.negotiated))).joined(separator: ", "))
+            }
+            for i in 0..<queueCount {
+                let fresh = try device.makeQueue(i, size: queues[i].virtqueue.size, reusing: queues[i].virtqueue.ringMemory)
+                lost += queues[i].restart(with: fresh)
+            }
+            if stats != nil {
+                stats = try StatsQueueResponder(device: device, queueIndex: Int(config.numQueues), capacity: 16)
+            }
+            try device.driverOK()
+            try stats?.post(statEntries())
+        } catch let e as BlockError {
+            throw e
+        } catch let e as VirtioError {
+            device.fail()
+            throw .virtio(e)
+        } catch {
+            throw .invalidRequest("\(error)")
+        }
+        return lost
     }
 
     /// Turns per-request accounting (seed 000 counters, latency histogram) on or off on every queue.

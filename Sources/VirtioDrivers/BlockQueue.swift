@@ -175,6 +175,17 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         scratch.deallocate()
     }
 
+    /// After a device reset: runs on `fresh` (the same ring memory, set up again) and returns the
+    /// tags of the requests that were in flight; the device never completes them, so the caller resubmits.
+    mutating func restart(with fresh: consuming Virtqueue<T>) -> [UInt64] {
+        var free = Set<UInt16>()
+        for i in 0..<freeCount { free.insert(freeSlots[i]) }
+        let lost = (0..<slotCount).filter { !free.contains(UInt16($0)) }.map { slotTag[$0] }
+        virtqueue = fresh
+        forgetInFlight()
+        return lost
+    }
+
     /// After a queue reset: every request in flight is gone; their slots are free again.
     mutating func forgetInFlight() {
         freeCount = Self.stackAllSlots(freeSlots, count: slotCount)

@@ -204,7 +204,7 @@ final class SoftQueue: @unchecked Sendable {
                     s.kept = (chain.id, chain.ringDescriptors)
                 }
                 if failure != nil { break }
-                if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served >= limit {
+                if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served == limit {
                     failure = "fault injected: DEVICE_NEEDS_RESET after \(limit) requests"
                     break
                 }
