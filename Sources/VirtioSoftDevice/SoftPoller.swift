@@ -45,9 +45,10 @@ extension SoftPCIFunction {
                 if me.live.load(ordering: .acquiring), me.busMaster.load(ordering: .acquiring),
                    !me.stopped.load(ordering: .acquiring) {
                     let negotiated = me.negotiatedFeatures
+                    let memory = me.arena  // one lock per round, not per queue
                     for q in 0..<me.personality.queueCount {
                         let before = me.queues[q].completedCount.load(ordering: .relaxed)
-                        if let why = me.queues[q].process(personality: me.personality, memory: me.arena, negotiated: negotiated,
+                        if let why = me.queues[q].process(personality: me.personality, memory: memory, negotiated: negotiated,
                                                           faults: me.faults, isr: me.isr, stopped: me.stopped, polling: true) {
                             me.deviceError(why)
                         }

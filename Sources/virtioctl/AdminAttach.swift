@@ -96,10 +96,7 @@ func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
         try run(f)
         for v in f.admin?.log.violations ?? [] { note("virtioctl: warning: the soft owner saw a driver conformance violation: \(v)") }
     case let .pci(address):
-        guard let bytes = parseByteSize(o.dma), bytes >= 1 << 20, bytes <= 1 << 34 else {
-            throw CLIError("--dma \(o.dma): expected 1M to 16G")
-        }
-        try run(try VFIOPCIFunction(address: address, allowNoIOMMU: o.noiommu, dmaBytes: Int(bytes)))
+        try run(try openVFIO(address: address, dma: o.dma, noiommu: o.noiommu))
     case .softBalloon:
         throw CLIError("\(device): the software balloon has no admin virtqueue; use soft:blk,vfs=N")
     case let .vfioUser(path):

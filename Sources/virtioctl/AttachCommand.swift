@@ -78,8 +78,7 @@ extension VirtioCtl {
                 return
             }
             if case let .pci(address) = spec {
-                guard let bytes = parseByteSize(device.dma), bytes >= 1 << 20 else { throw CLIError("--dma \(device.dma): expected 1M to 16G") }
-                let f = try VFIOPCIFunction(address: address, allowNoIOMMU: device.noiommu, dmaBytes: Int(bytes))
+                let f = try openVFIO(address: address, dma: device.dma, noiommu: device.noiommu)
                 let t = try PCITransport(function: f, logger: device.logger)
                 if t.deviceType == .balloon {
                     guard loadSpec == nil else { throw CLIError("--load needs a block device; \(address) is a balloon") }
@@ -110,7 +109,10 @@ extension VirtioCtl {
             o.policy = try device.policy(for: .block)
             o.queues = device.queues
             o.queueSize = device.queueSize
-            o.draftStatsQueue = blkStatsVq || device.device.contains("stats_vq=on")
+            // A soft:blk spelled with stats_vq on has told both sides already.
+            var softOffers = false
+            if case let .softBlock(options) = try device.spec() { softOffers = options.statsQueue }
+            o.draftStatsQueue = blkStatsVq || softOffers
             return o
         }
 

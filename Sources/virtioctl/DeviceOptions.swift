@@ -96,10 +96,7 @@ struct DeviceOptions: ParsableArguments {
             for v in function.log.violations { note("virtioctl: warning: soft:blk saw a driver conformance violation: \(v)") }
             return result
         case let .pci(address):
-            guard let bytes = parseByteSize(dma), bytes >= 1 << 20, bytes <= 1 << 34 else {
-                throw CLIError("--dma \(dma): expected 1M to 16G")
-            }
-            let function = try VFIOPCIFunction(address: address, allowNoIOMMU: noiommu, dmaBytes: Int(bytes))
+            let function = try openVFIO(address: address, dma: dma, noiommu: noiommu)
             let transport = try PCITransport(function: function, logger: logger)
             let device = try BlockDevice(transport: transport, options: attach, logger: logger)
             return try user.run(device, soft: nil)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import Synchronization
+import VFIO
 import VFIOUser
 import VirtioPCI
 import VirtioSoftDevice
@@ -65,12 +66,22 @@ extension VirtioCtl {
     }
 }
 
+/// `--dma` in bytes: 1M to 16G.
+func dmaBytes(_ text: String) throws -> Int {
+    guard let bytes = parseByteSize(text), bytes >= 1 << 20, bytes <= 1 << 34 else {
+        throw CLIError("--dma \(text): expected 1M to 16G")
+    }
+    return Int(bytes)
+}
+
+/// Opens a PCI address through kernel VFIO with `--dma` bytes of DMA memory.
+func openVFIO(address: String, dma: String, noiommu: Bool) throws -> VFIOPCIFunction {
+    try VFIOPCIFunction(address: address, allowNoIOMMU: noiommu, dmaBytes: try dmaBytes(dma))
+}
+
 /// Opens `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
 func openVFIOUser(path: String, dma: String, logger: Logger) throws -> PCITransport<VFIOUserFunction> {
-    guard let bytes = parseByteSize(dma), bytes >= 1 << 20, bytes <= 1 << 34 else {
-        throw CLIError("--dma \(dma): expected 1M to 16G")
-    }
-    let f = try VFIOUserFunction(path: path, dmaBytes: Int(bytes))
+    let f = try VFIOUserFunction(path: path, dmaBytes: try dmaBytes(dma))
     let t = try PCITransport(function: f, logger: logger)
     f.postedBAR = t.layout.notify.bar
     f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)
