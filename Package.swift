@@ -38,6 +38,8 @@ let package = Package(
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
+        // `virtioctl check`: a scripted conformance suite that names each device-side violation's clause.
+        .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioDrivers"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
         .target(name: "VirtioSoftDevice",
                 dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
@@ -49,7 +51,7 @@ let package = Package(
         .executableTarget(
             name: "virtioctl",
             dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "CShim", "CMallocCount",
+                           "VirtioCheck", "CShim", "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
@@ -64,7 +66,7 @@ let package = Package(
         .testTarget(
             name: "VirtioDriverTests",
             dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "CShim", "CMallocCount", "TestSupport"]),
+                           "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -52,8 +52,11 @@ public enum RingViolation: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var description: String {
-        let what: String = switch self {
+    public var description: String { "\(detail): \(rule)" }
+
+    /// What the other side did, with the values it wrote (without the rule).
+    public var detail: String {
+        switch self {
         case let .usedIDOutOfRange(id, n): "used id \(id) out of range (queue size \(n))"
         case let .usedIDNotInFlight(id): "used id \(id) is not a buffer in flight"
         case let .usedLengthExceedsWritable(id, len, w): "used length \(len) for id \(id) exceeds its \(w) writable bytes"
@@ -77,7 +80,6 @@ public enum RingViolation: Error, Sendable, Equatable, CustomStringConvertible {
         case .chainTotalTooLarge: "chain totals more than 2^32 bytes"
         case let .badEventFlags(flags): "event suppression flags 0x\(String(flags, radix: 16))"
         }
-        return "\(what): \(rule)"
     }
 }
 

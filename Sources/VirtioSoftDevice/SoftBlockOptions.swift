@@ -168,6 +168,9 @@ public struct SoftBlockOptions: Sendable, Equatable {
         if let size, size % UInt64(blockSize) != 0 {
             throw .badOption("size=\(size): not a multiple of the \(blockSize)-byte block size")
         }
+        if faults.statsUnasked && !statsQueue {
+            throw .badOption("fault=stats_unasked needs the statistics queue: add stats_vq=on")
+        }
         if !packed, queueSize & (queueSize - 1) != 0 {
             throw .badOption("queue_size=\(queueSize): split rings (packed=off) need a power of two")
         }

@@ -44,7 +44,8 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    static func name(_ op: UInt16) -> String {
+    /// The opcode's spec name (VIRTIO_ADMIN_CMD_… without the prefix), or its number.
+    public static func name(_ op: UInt16) -> String {
         AdminOpcode(rawValue: op).map { "\($0)" } ?? "opcode 0x\(String(op, radix: 16))"
     }
 

@@ -1,0 +1,166 @@
+import VirtioCore
+import VirtioDrivers
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The blocks the suite reads and writes, and what each should hold. Blocks whose contents are
+/// unknown (the first read failed) are written before they are checked.
+final class TestArea {
+    /// Bytes per request: 4 KiB, a multiple of every logical block size.
+    static let blockBytes = 4096
+    let blocks: Int
+    /// What the disk held before the suite (restored at the end).
+    var original: [[UInt8]?]
+    var expected: [[UInt8]?]
+    var written = false
+    var generation: UInt32 = 0
+
+    init(blocks: Int) {
+        self.blocks = blocks
+        original = Array(repeating: nil, count: blocks)
+        expected = original
+    }
+
+    func sector(_ block: Int) -> UInt64 { UInt64(block * Self.blockBytes / 512) }
+
+    /// A pattern no other (block, generation) produces: a block read back from the wrong
+    /// place or an older write is caught.
+    func pattern(block: Int, generation: UInt32) -> [UInt8] {
+        var x = UInt64(block) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(generation) &* 0xBF58_476D_1CE4_E5B9 | 1
+        var out = [UInt8](repeating: 0, count: Self.blockBytes)
+        for i in stride(from: 0, to: Self.blockBytes, by: 8) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            withUnsafeBytes(of: x.littleEndian) { for j in 0..<8 { out[i + j] = $0[j] } }
+        }
+        return out
+    }
+}
+
+/// What one exercise did.
+struct ExerciseResult {
+    var requests = 0
+    var batches = 0
+    var maxInFlight = 0
+    var finding: CheckFinding?
+}
+
+/// Verified I/O on queue 0 of an attached block device, in batches: a batch of writes to
+/// distinct blocks, then a batch reading them back; every completion checked for status,
+/// order (IN_ORDER) and data.
+struct BlockExercise<T: VirtioTransport> {
+    let blk: BlockDevice<T>
+    let area: TestArea
+    let buffers: DMARegion
+    let timeoutMilliseconds: Int
+    /// Write as well as read (off for read-only devices and `--read-only`).
+    let writes: Bool
+
+    var slots: Int { buffers.length / TestArea.blockBytes }
+
+    func buffer(_ i: Int) -> DMARegion { buffers.slice(offset: i * TestArea.blockBytes, length: TestArea.blockBytes) }
+
+    /// Runs about `requests` requests starting at block `cursor`.
+    func run(requests: Int, cursor start: Int = 0, depthLimit: Int = .max) -> ExerciseResult {
+        var r = ExerciseResult()
+        var cursor = start
+        let inOrder = blk.negotiated.contains(VirtioFeature.inOrder)
+        while r.requests < requests {
+            // Everything was polled back, so the whole ring is free: 3 descriptors a request, or 1 with indirect tables.
+            let perRequest = blk.negotiated.contains(VirtioFeature.indirectDesc) ? 1 : 3
+            let fit = max(1, blk.queuePointer(0).pointee.virtqueue.freeDescriptors / perRequest)
+            let depth = min(slots, area.blocks, depthLimit, fit, requests - r.requests)
+            let blocks = (0..<depth).map { (cursor + $0) % area.blocks }
+            cursor += depth
+            if writes {
+                area.generation &+= 1
+                let gen = area.generation
+                for (i, b) in blocks.enumerated() {
+                    let data = area.pattern(block: b, generation: gen)
+                    data.withUnsafeBytes { buffer(i).pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                }
+                if let f = batch(.write, blocks, inOrder: inOrder, &r) { r.finding = f; return r }
+                for b in blocks { area.expected[b] = area.pattern(block: b, generation: gen) }
+                area.written = true
+            }
+            if let f = batch(.read, blocks, inOrder: inOrder, &r) { r.finding = f; return r }
+            for (i, b) in blocks.enumerated() {
+                let got = Array(UnsafeRawBufferPointer(start: buffer(i).pointer, count: TestArea.blockBytes))
+                if let want = area.expected[b] {
+                    if got != want {
+                        let at = (0..<got.count).first { got[$0] != want[$0] } ?? 0
+                        r.finding = CheckFinding(.failure, clause: Clause.blkCompletes,
+                            "block at sector \(area.sector(b)) read back different data (first difference at byte \(at))")
+                        return r
+                    }
+                } else {
+                    area.expected[b] = got
+                    if area.original[b] == nil { area.original[b] = got }
+                }
+            }
+        }
+        return r
+    }
+
+    /// Submits `op` for each block (buffer i for block i), kicks once, and polls every one back.
+    func batch(_ op: BlockOperation, _ blocks: [Int], inOrder: Bool, _ r: inout ExerciseResult) -> CheckFinding? {
+        let q = blk.queuePointer(0)
+        var submitted = 0
+        for (i, b) in blocks.enumerated() {
+            let d = buffer(i)
+            do {
+                try q.pointee.submit(op, sector: area.sector(b), data: BufferElement(address: d.deviceAddress, length: UInt32(d.length)),
+                                     tag: UInt64(i))
+            } catch {
+                return Classify.finding(error)
+            }
+            submitted += 1
+        }
+        q.pointee.kick()
+        r.maxInFlight = max(r.maxInFlight, submitted)
+        r.batches += 1
+        var done = 0
+        var next: UInt64 = 0
+        let deadline = monotonicMilliseconds() + UInt64(timeoutMilliseconds)
+        var spins = 0
+        while done < submitted {
+            let c: BlockCompletion?
+            do { c = try q.pointee.poll() } catch { return Classify.finding(error) }
+            if let c {
+                if inOrder, c.tag != next {
+                    return CheckFinding(.must, clause: Clause.inOrder,
+                        "request \(c.tag) of a batch of \(submitted) came back before request \(next)")
+                }
+                next = c.tag + 1
+                switch c.result {
+                case .ok: break
+                case .ioError: return Classify.finding(.ioError(sector: area.sector(blocks[Int(c.tag)])))
+                case .unsupported: return Classify.finding(.deviceUnsupported("\(op)"))
+                case let .protocolError(e): return Classify.finding(e)
+                }
+                done += 1
+                r.requests += 1
+                continue
+            }
+            spins += 1
+            if spins & 255 == 0 {
+                do { try blk.device.checkHealth() } catch { return Classify.finding(error) }
+                if monotonicMilliseconds() > deadline {
+                    return Classify.finding(.timeout(milliseconds: timeoutMilliseconds,
+                                                     what: "\(submitted - done) of \(submitted) \(op)s"))
+                }
+                if spins > 4096 { usleep(50) }  // a slow (emulated) device: stop burning the CPU it needs
+            }
+        }
+        // Once a batch too: a device that went away or needs a reset may still complete what it had.
+        do { try blk.device.checkHealth() } catch { return Classify.finding(error) }
+        return nil
+    }
+}
+
+func monotonicMilliseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1000 + UInt64(t.tv_nsec) / 1_000_000
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import VirtioCheck
+import VirtioCore
+import VirtioPCI
+import VirtioSoftDevice
+
+extension VirtioCtl {
+    /// `virtioctl check DEVICE`: the device conformance checker.
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Drive a device through a scripted conformance suite and name every device-side violation with its spec clause.",
+            discussion: """
+            Steps: reset, feature negotiation (full and minimal subsets), config generation, then for virtio-blk \
+            verified I/O over split and packed rings at the maximum and smaller queue sizes (odd, non-power-of-two \
+            sizes for packed) with in-order and indirect on and off, used-buffer notifications with and without \
+            EVENT_IDX, ring reset, device reset with requests in flight, the admin handshake and the draft statistics \
+            queue when offered. Writes use 32 blocks of 4 KiB at the start of the disk and put back what was there \
+            (--read-only: reads only). Exit status: 0 clean, 1 the device broke a rule or failed, 2 the device could \
+            not be opened.
+            """)
+
+        @Argument(help: ArgumentHelp("The device: \(DeviceSpec.syntax)."))
+        var device: String
+
+        @Option(name: [.short, .long], help: "Output: normal or json.")
+        var output: OutputFormat = .normal
+
+        @Option(help: "How long a batch of requests or an admin command may take, in milliseconds.")
+        var timeout: Int = 5_000
+
+        @Flag(help: "Only read from the disk (no test patterns written).")
+        var readOnly = false
+
+        @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
+        var noiommu = false
+
+        @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.")
+        var dma: String = "64M"
+
+        @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
+        var verbose = false
+
+        func validate() throws {
+            guard (10...600_000).contains(timeout) else { throw ValidationError("--timeout must be 10...600000 ms") }
+        }
+
+        func run() throws {
+            var options = CheckOptions()
+            options.timeoutMilliseconds = timeout
+            options.writes = !readOnly
+            let logger = cliLogger(verbose: verbose)
+            let report: CheckReport
+            do {
+                switch try DeviceSpec(parsing: device) {
+                case let .softBlock(o):
+                    let f = try SoftPCIFunction.block(o)
+                    let checker = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger)
+                    checker.askForStatistics = { f.requestStatistics() }
+                    report = checker.run()
+                case let .softBalloon(o):
+                    let f = try SoftPCIFunction.balloon(o)
+                    report = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger).run()
+                case let .pci(address):
+                    let f = try openVFIO(address: address, dma: dma, noiommu: noiommu)
+                    report = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger).run()
+                case let .vfioUser(path):
+                    report = DeviceChecker(transport: try openVFIOUser(path: path, dma: dma, logger: logger), options: options, logger: logger).run()
+                }
+            } catch {
+                note("virtioctl: check \(device): \(error)")
+                throw ExitCode(2)
+            }
+            switch output {
+            case .json: try printJSON(CheckJSON(report))
+            case .normal: printReport(report)
+            }
+            if !report.clean { throw ExitCode(1) }
+        }
+
+        func printReport(_ r: CheckReport) {
+            print("check \(r.device) (virtio \(r.deviceType))")
+            print("offered: \(r.offered.joined(separator: " "))")
+            let width = min(34, (r.steps.map(\.name.count).max() ?? 0) + 2)
+            for s in r.steps {
+                let name = s.name.padding(toLength: max(width, s.name.count + 1), withPad: " ", startingAt: 0)
+                print("  \(s.outcome.rawValue.uppercased().padding(toLength: 5, withPad: " ", startingAt: 0)) \(name)\(s.detail)")
+                for f in s.findings {
+                    print("        \(f.severity.rawValue): \(f.message)")
+                    print("          clause: \(f.clause)")
+                }
+            }
+            if let a = r.aborted { print("aborted \(a)") }
+            let n = r.findings.count
+            print("result: \(r.count(.pass)) passed, \(r.count(.fail)) failed, \(r.count(.skip)) skipped; "
+                + (r.clean ? "no violations found" : "\(n) finding(s), \(r.brokenClauses.count) distinct rule(s):"))
+            for c in r.brokenClauses { print("  \(c.severity.rawValue) (\(c.steps) step\(c.steps == 1 ? "" : "s")): \(c.clause)") }
+        }
+    }
+}
+
+/// `check -o json`: the report plus its summary.
+struct CheckJSON: Encodable {
+    struct Summary: Encodable {
+        let passed, failed, skipped, findings: Int
+        let clean: Bool
+        let rules: [String]
+    }
+    let device: String
+    let deviceType: String
+    let offered: [String]
+    let steps: [CheckStep]
+    let aborted: String?
+    let summary: Summary
+
+    init(_ r: CheckReport) {
+        device = r.device
+        deviceType = r.deviceType
+        offered = r.offered
+        steps = r.steps
+        aborted = r.aborted
+        summary = Summary(passed: r.count(.pass), failed: r.count(.fail), skipped: r.count(.skip), findings: r.findings.count,
+                          clean: r.clean, rules: r.brokenClauses.map(\.clause))
+    }
+}
