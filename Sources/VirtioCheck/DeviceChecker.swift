@@ -38,6 +38,8 @@ public final class DeviceChecker<T: VirtioTransport> {
 
     /// Runs every step the device's features allow and returns the report.
     public func run() -> CheckReport {
+        // A step whose attach failed left FAILED set; whatever happened, the device ends reset.
+        defer { try? VirtioDevice(transport: transport, logger: logger).reset() }
         let steps: [(String, () -> CheckStep)] = [
             ("reset", resetStep), ("features", featureStep), ("config", configStep),
         ]
