@@ -1,6 +1,7 @@
 #define _GNU_SOURCE 1
 #include "cshim.h"
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <sched.h>
 
 int cshim_pin_current_thread(int cpu) {
@@ -107,3 +108,5 @@ long cshim_recv_with_fds(int sock, void *buf, size_t len, int32_t *fds, int maxf
     }
     return (long)n;
 }
+
+void cshim_name_thread(const char *name) { prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -59,6 +59,13 @@ struct BlockExercise<T: VirtioTransport> {
 
     var slots: Int { buffers.length / TestArea.blockBytes }
 
+    /// Requests that fit the ring at once when everything was polled back: 3 descriptors a request,
+    /// or 1 with indirect tables.
+    var fit: Int {
+        let perRequest = blk.negotiated.contains(VirtioFeature.indirectDesc) ? 1 : 3
+        return max(1, min(slots, blk.queuePointer(0).pointee.virtqueue.freeDescriptors / perRequest))
+    }
+
     func buffer(_ i: Int) -> DMARegion { buffers.slice(offset: i * TestArea.blockBytes, length: TestArea.blockBytes) }
 
     /// Runs about `requests` requests starting at block `cursor`.
@@ -67,9 +74,6 @@ struct BlockExercise<T: VirtioTransport> {
         var cursor = start
         let inOrder = blk.negotiated.contains(VirtioFeature.inOrder)
         while r.requests < requests {
-            // Everything was polled back, so the whole ring is free: 3 descriptors a request, or 1 with indirect tables.
-            let perRequest = blk.negotiated.contains(VirtioFeature.indirectDesc) ? 1 : 3
-            let fit = max(1, blk.queuePointer(0).pointee.virtqueue.freeDescriptors / perRequest)
             let depth = min(slots, area.blocks, depthLimit, fit, requests - r.requests)
             let blocks = (0..<depth).map { (cursor + $0) % area.blocks }
             cursor += depth

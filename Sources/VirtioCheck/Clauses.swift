@@ -24,7 +24,7 @@ enum Clause {
     static let adminStatus = "Administration virtqueues (admin.tex): status and status_qualifier hold defined values"
     static let adminResult = "Administration virtqueues (admin.tex): the device writes the whole command_specific_result of a successful command"
     static let adminCompletes = "Administration virtqueues (admin.tex): the device completes each admin command"
-    static let statsUnasked = "Draft statistics queue (seed 000): the device returns only buffers the driver posted, each once"
+    static let checker = "not the device: virtioctl check itself could not run this step (please report it)"
 }
 
 /// Turns what the driver saw into findings. Errors a user caused (bad options) are not device findings.
@@ -44,6 +44,8 @@ enum Classify {
             return CheckFinding(.failure, clause: Clause.blkCompletes, "VIRTIO_BLK_S_UNSUPP for \(what), which was negotiated")
         case let .invalidConfig(why):
             return CheckFinding(.must, clause: Clause.blkConfig, why)
+        case .queueFull, .tooManySegments, .outOfRange, .misaligned, .invalidRequest, .noSuchQueue, .queueCount:
+            return CheckFinding(.failure, clause: Clause.checker, error.description)
         case let .queueResetFailed(q, e):
             if case .queueResetTimeout = e {
                 return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset never read 1 after the reset")

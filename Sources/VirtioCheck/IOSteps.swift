@@ -173,8 +173,9 @@ extension DeviceChecker {
             let blk = try attach([])
             let ex = exercise(blk, buffers)
             var r = ExerciseResult()
-            for chunk in stride(from: 0, to: known.count, by: ex.slots) {
-                let blocks = Array(known[chunk..<min(chunk + ex.slots, known.count)])
+            let fit = ex.fit
+            for chunk in stride(from: 0, to: known.count, by: fit) {
+                let blocks = Array(known[chunk..<min(chunk + fit, known.count)])
                 for (i, b) in blocks.enumerated() {
                     area.original[b]!.withUnsafeBytes { ex.buffer(i).pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 }

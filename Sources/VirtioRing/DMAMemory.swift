@@ -89,9 +89,18 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
         self.size = rounded
         self.deviceBase = deviceBase
         owned = true
+        Self.live.add(1, ordering: .relaxed)
     }
 
-    deinit { if owned { munmap(base, size) } }
+    /// Arenas this process has mapped and not yet unmapped (tests check none outlives its owner).
+    public static let live = Atomic<Int>(0)
+
+    deinit {
+        if owned {
+            munmap(base, size)
+            Self.live.subtract(1, ordering: .relaxed)
+        }
+    }
 
     public func allocate(length: Int, alignment: Int = 64) throws(DMAError) -> DMARegion {
         let offset = try bumpAllocate(next, size: size, length: length, alignment: alignment)

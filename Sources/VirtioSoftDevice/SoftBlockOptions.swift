@@ -199,6 +199,39 @@ public func parseByteSize(_ text: String) -> UInt64? {
     return overflow ? nil : r
 }
 
+/// A one-shot fault armed while the device runs (`SoftPCIFunction.inject`): the next request on the
+/// queue meets it. For soaks that need faults at random points rather than after N requests.
+public enum SoftInjectedFault: Sendable, Equatable, CaseIterable {
+    case hostile(HostileUsed)
+    /// DEVICE_NEEDS_RESET on the next request.
+    case needsReset
+    /// The next request is kept and never completed.
+    case hold
+
+    public static var allCases: [SoftInjectedFault] { HostileUsed.allCases.map { .hostile($0) } + [.needsReset, .hold] }
+
+    var code: UInt8 {
+        switch self {
+        case let .hostile(h): UInt8(HostileUsed.allCases.firstIndex(of: h)! + 1)
+        case .needsReset: 100
+        case .hold: 101
+        }
+    }
+
+    init?(code: UInt8) {
+        guard let f = Self.allCases.first(where: { $0.code == code }) else { return nil }
+        self = f
+    }
+
+    public var name: String {
+        switch self {
+        case let .hostile(h): h.rawValue
+        case .needsReset: "needs_reset"
+        case .hold: "never_complete"
+        }
+    }
+}
+
 /// How the software owner's admin queue misbehaves, for driver tests.
 public enum SoftAdminFault: String, Sendable, CaseIterable {
     /// Every command past the handshake answers status 99, qualifier 0x1234 (both reserved).

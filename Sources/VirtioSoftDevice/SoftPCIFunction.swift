@@ -106,6 +106,11 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     public var offeredFeatures: FeatureSet { offered }
     /// Features the driver accepted at FEATURES_OK.
     public var negotiatedFeatures: FeatureSet { FeatureSet(rawValue: negotiatedBits.load(ordering: .acquiring)) }
+    /// Arms `fault` for the next request on request queue `queue` (replacing one not yet taken).
+    public func inject(_ fault: SoftInjectedFault, queue: Int = 0) {
+        queues[queue].armed.store(fault.code, ordering: .relaxed)
+    }
+
     /// The current device_status.
     public var status: UInt8 { registers.withLock { $0.status } | (needsReset.load(ordering: .acquiring) ? 0x40 : 0) }
     /// Doorbell writes seen per queue, and the last value written.

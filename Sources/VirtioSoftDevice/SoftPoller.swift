@@ -1,3 +1,4 @@
+import CShim
 import Synchronization
 import VirtioCore
 #if canImport(Glibc)
@@ -18,6 +19,7 @@ public final class SoftPoller: @unchecked Sendable {
         let box = Unmanaged.passRetained(self).toOpaque()
         let rc = pthread_create(&thread, nil, { arg in
             let me = Unmanaged<SoftPoller>.fromOpaque(arg!).takeRetainedValue()
+            cshim_name_thread("virtio-poller")
             me.body(me)
             me.done.store(true, ordering: .releasing)
             return nil

@@ -48,6 +48,8 @@ final class SoftQueue: @unchecked Sendable {
     let interruptCount = Atomic<Int>(0)
     /// Buffers returned to the driver (the poller watches it to tell work from idle).
     let completedCount = Atomic<Int>(0)
+    /// A one-shot fault armed at run time (`SoftInjectedFault.code`; 0: none), taken by the next request.
+    let armed = Atomic<UInt8>(0)
     /// The longest chain the device accepts (direct chains are also bounded by the queue size).
     static let chainLimit = 1024
 
@@ -189,8 +191,13 @@ final class SoftQueue: @unchecked Sendable {
                     break
                 }
                 guard let chain else { break }
-                switch personality.handle(queue: index, chain: chain, elements: s.scratch, memory: memory,
-                                          negotiated: negotiated) {
+                var outcome = personality.handle(queue: index, chain: chain, elements: s.scratch, memory: memory,
+                                                 negotiated: negotiated)
+                if case .used = outcome, armed.load(ordering: .relaxed) == SoftInjectedFault.hold.code,
+                   armed.compareExchange(expected: SoftInjectedFault.hold.code, desired: 0, ordering: .relaxed).exchanged {
+                    outcome = .held  // injected: this request is kept and never completed
+                }
+                switch outcome {
                 case let .used(length):
                     s.batchIDs[n] = chain.id
                     s.batchLengths[n] = length
@@ -204,6 +211,11 @@ final class SoftQueue: @unchecked Sendable {
                     s.kept = (chain.id, chain.ringDescriptors)
                 }
                 if failure != nil { break }
+                if armed.load(ordering: .relaxed) == SoftInjectedFault.needsReset.code,
+                   armed.compareExchange(expected: SoftInjectedFault.needsReset.code, desired: 0, ordering: .relaxed).exchanged {
+                    failure = "fault injected: DEVICE_NEEDS_RESET"
+                    break
+                }
                 if let limit = faults.needsResetAfterRequests, let blk = personality as? SoftBlock, blk.served == limit {
                     failure = "fault injected: DEVICE_NEEDS_RESET after \(limit) requests"
                     break
@@ -225,9 +237,15 @@ final class SoftQueue: @unchecked Sendable {
                                                      faults: SoftFaults, isr: borrowing Atomic<UInt8>) {
         guard n > 0 else { return }
         let before = completedCount.add(n, ordering: .relaxed).oldValue
-        if let hostile = faults.hostileUsed, !s.hostileFired, before + n > faults.faultAfterRequests {
+        var strike = faults.hostileUsed.flatMap { !s.hostileFired && before + n > faults.faultAfterRequests ? $0 : nil }
+        let code = armed.load(ordering: .relaxed)
+        if strike == nil, let injected = SoftInjectedFault(code: code), case let .hostile(kind) = injected,
+           armed.compareExchange(expected: code, desired: 0, ordering: .relaxed).exchanged {
+            strike = kind
+        }
+        if let hostile = strike {
             // Fault injection: this batch goes back the way a hostile device returns buffers.
-            s.hostileFired = true
+            s.hostileFired = s.hostileFired || faults.hostileUsed != nil
             ring.pushHostile(hostile, id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
             signal(&ring, &s, isr: isr)
             return

@@ -65,9 +65,13 @@ public struct SoftBalloonOptions: Sendable, Equatable {
     /// The device asks for statistics this often (milliseconds; 0: only when `requestStatistics()` is called).
     public var statsInterval = 1000
     public var dmaBytes = 16 << 20
+    /// Hostile modes, as on soft:blk (needs_reset counts block requests, so it is not offered here).
+    public var faults = SoftFaults()
     public init() {}
     public static let keys: [(String, String)] = [
         ("stats_vq", "offer VIRTIO_BALLOON_F_STATS_VQ (on|off)"),
+        ("fault", "hostile device mode (repeatable): " + SoftFaults.modeNames.filter { $0 != "needs_reset" }.joined(separator: ", ")),
+        ("fault_after", "buffers completed before a fault mode strikes (default 8)"),
         ("pages", "num_pages, the balloon size the device asks for (4 KiB pages)"),
         ("stats_interval", "ask the driver for statistics every N ms (0: never by itself)"),
     ]
@@ -87,6 +91,14 @@ public struct SoftBalloonOptions: Sendable, Equatable {
             case "stats_interval":
                 guard let n = Int(kv[1]), (0...60_000).contains(n) else { throw .badOption("stats_interval=\(kv[1]): expected 0...60000 ms") }
                 statsInterval = n
+            case "fault":
+                guard kv[1] != "needs_reset", faults.enable(kv[1].lowercased()) else {
+                    throw .badOption("fault=\(kv[1]): no such mode for soft:balloon; modes: "
+                        + SoftFaults.modeNames.filter { $0 != "needs_reset" }.joined(separator: ", "))
+                }
+            case "fault_after":
+                guard let n = Int(kv[1]), (0...1_000_000).contains(n) else { throw .badOption("fault_after=\(kv[1]): expected 0...1000000") }
+                faults.faultAfterRequests = n
             default:
                 throw .badOption("unknown key '\(kv[0])'; soft:balloon understands " + Self.keys.map(\.0).joined(separator: ", "))
             }
@@ -137,7 +149,7 @@ extension SoftPCIFunction where P == SoftBalloon {
     public static func balloon(_ options: SoftBalloonOptions, address: String = "soft:balloon") throws(SoftDeviceError)
         -> SoftPCIFunction<SoftBalloon> {
         try SoftPCIFunction(personality: SoftBalloon(options: options), address: address, dmaBytes: options.dmaBytes,
-                            ringFeatures: SoftRingFeatures(bits: [VirtioFeature.ringPacked, VirtioFeature.eventIdx,
+                            faults: options.faults, ringFeatures: SoftRingFeatures(bits: [VirtioFeature.ringPacked, VirtioFeature.eventIdx,
                                                                   VirtioFeature.indirectDesc]))
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `virtioctl admin` against the software owner: verbs, output forms, and bad input.
-@Suite(.serialized) struct AdminCLITests {
+@Suite(.serialized, .leakChecked) struct AdminCLITests {
     @Test func listQueryJSONListsTheSupportedOpcodes() throws {
         let (rc, out, err) = try virtioctl(["admin", "soft:blk,vfs=2", "list-query", "-o", "json"])
         #expect(rc == 0, "\(err)")

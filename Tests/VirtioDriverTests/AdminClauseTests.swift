@@ -5,7 +5,7 @@ import VirtioPCI
 import VirtioSoftDevice
 
 /// The admin virtqueue MUST clauses of the digest (§d.4), each against the software owner device.
-@Suite struct AdminClauseTests {
+@Suite(.leakChecked) struct AdminClauseTests {
     /// d.4.1: admin queues only when 41 is negotiated, at admin_queue_index.., never when the
     /// common window is too short for those fields.
     @Test func d4_1_adminQueuesOnlyWhenNegotiatedAndAtTheAnnouncedIndex() throws {

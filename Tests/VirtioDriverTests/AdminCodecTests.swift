@@ -2,7 +2,7 @@ import Testing
 import VirtioCore
 
 /// Every admin command's bytes against layouts computed by hand from the spec's structs.
-@Suite struct AdminCodecTests {
+@Suite(.leakChecked) struct AdminCodecTests {
     func hex(_ b: [UInt8]) -> String { b.map { String(format2($0)) }.joined() }
     func format2(_ x: UInt8) -> String { (x < 16 ? "0" : "") + String(x, radix: 16) }
     /// The 24-byte header: le16 opcode, le16 group, 12 zero bytes, le64 member.

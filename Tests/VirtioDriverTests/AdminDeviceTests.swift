@@ -7,7 +7,7 @@ import VirtioSoftDevice
 
 /// Admin commands with real effect on the software members: legacy access, capabilities,
 /// resource objects, device parts and mode set.
-@Suite struct AdminDeviceTests {
+@Suite(.leakChecked) struct AdminDeviceTests {
     @Test func legacyAccessReachesTheMemberRegisters() throws {
         let o = try AdminOwner("vfs=2,queue_size=128")
         let m = o.member(2)

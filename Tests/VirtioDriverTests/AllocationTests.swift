@@ -8,7 +8,7 @@ import VirtioSoftDevice
 /// The driver's request path (submit, kick, poll) allocates nothing per request, counted by the
 /// malloc interposer for this thread. The soft device serves the requests inside kick, so the
 /// device's own path is measured separately.
-@Suite struct AllocationTests {
+@Suite(.leakChecked) struct AllocationTests {
     @Test(arguments: ["packed=on,in_order=on", "packed=off,in_order=off"])
     func steadyStateRequestPathAllocatesNothing(spec: String) throws {
         let (_, blk) = try attach("size=4M," + spec)

@@ -5,7 +5,7 @@ import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
 
-@Suite struct BlockBasicsTests {
+@Suite(.leakChecked) struct BlockBasicsTests {
     @Test func writeThenReadBack() throws {
         let (f, blk) = try attach("size=1M")
         #expect(blk.negotiated.contains(VirtioFeature.ringPacked))

@@ -27,7 +27,7 @@ struct CLIMissing: Error, CustomStringConvertible {
 }
 
 /// Bad input gets a clear message on stderr, a non-zero exit, and nothing written.
-@Suite(.serialized) final class CLITests {
+@Suite(.serialized, .leakChecked) final class CLITests {
     let image: String
     init() throws {
         image = NSTemporaryDirectory() + "virtioctl-cli-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"

@@ -45,7 +45,7 @@ final class FakeSysfs {
     }
 }
 
-@Suite struct DiscoveryTests {
+@Suite(.leakChecked) struct DiscoveryTests {
     @Test func listsOnlyVirtioFunctionsWithTypeDriverGroupAndName() throws {
         let fs = try FakeSysfs()
         try fs.add("0000:00:04.0", vendor: 0x1AF4, device: 0x1042, driver: "vfio-pci", group: "7")
@@ -69,7 +69,7 @@ final class FakeSysfs {
 }
 
 /// bind/unbind refuse what they must, before writing anything.
-@Suite struct BindingRefusalTests {
+@Suite(.leakChecked) struct BindingRefusalTests {
     func binding(_ fs: FakeSysfs) -> PCIBinding {
         PCIBinding(sysfs: SysfsPCI(root: fs.root), stateDirectory: fs.root + "/state", loadModules: false)
     }

@@ -2,7 +2,7 @@ import Testing
 import VirtioCore
 import VirtioDrivers
 
-@Suite struct FeatureTests {
+@Suite(.leakChecked) struct FeatureTests {
     @Test func everyNameParsesBackToItsBit() {
         for type in [VirtioDeviceType.block, .net, .balloon] {
             for bit in 0..<64 {

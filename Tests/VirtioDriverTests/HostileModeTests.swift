@@ -2,12 +2,13 @@ import Foundation
 import Testing
 import VirtioCore
 import VirtioDrivers
+import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
 
 /// The software device's hostile modes (`fault=NAME`) against the whole block driver: no crash,
 /// no hang (bounded), nothing completed twice, an error naming the rule, and the device left reset.
-@Suite struct HostileModeTests {
+@Suite(.leakChecked) struct HostileModeTests {
     /// Runs reads until one fails (at most 40); returns the error and how many succeeded.
     func readUntilFailure(_ spec: String, timeoutMs: Int = 300) throws -> (BlockError?, Int, SoftPCIFunction<SoftBlock>) {
         var o = BlockAttachOptions()
@@ -111,6 +112,16 @@ import VirtioSoftDevice
         do { _ = try blk.pollStatistics() } catch {
             #expect("\(error)".contains("queue broken"), "\(error)")
         }
+    }
+
+    /// The balloon takes the same `fault=` modes: a statistics buffer it never posted is refused by name.
+    @Test func theBalloonTakesFaultModesToo() throws {
+        let f = try SoftPCIFunction.balloon(try SoftBalloonOptions(parsing: ["stats_interval=0", "fault=stats_unasked"]))
+        let b = try BalloonDevice(transport: try PCITransport(function: f))
+        #expect(f.requestStatistics())
+        #expect(throws: (any Error).self) { _ = try b.poll() }
+        do { _ = try b.poll() } catch { #expect("\(error)".contains("queue broken"), "\(error)") }
+        #expect(throws: SoftDeviceError.self) { _ = try SoftBalloonOptions(parsing: ["fault=needs_reset"]) }
     }
 
     @Test func unknownModesAreRefusedByName() {

@@ -9,7 +9,7 @@ import VirtioRing
 import VirtioSoftDevice
 
 /// Digest d.5: the initialisation and PCI rules, observed from inside the software device.
-@Suite struct InitConformanceTests {
+@Suite(.leakChecked) struct InitConformanceTests {
     @Test func statusSequenceAndQueueOrder() throws {
         var faults = SoftFaults()
         faults.resetDelayReads = 3

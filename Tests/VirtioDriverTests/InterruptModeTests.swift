@@ -5,7 +5,7 @@ import VirtioDrivers
 import VirtioRing
 
 /// MSI-X mode: vectors programmed as Linux lays them out, completions waited for on eventfds.
-@Suite struct InterruptModeTests {
+@Suite(.leakChecked) struct InterruptModeTests {
     func interruptOptions(queues: Int? = nil) -> BlockAttachOptions {
         var o = BlockAttachOptions()
         o.interrupts = true

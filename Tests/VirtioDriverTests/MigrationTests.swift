@@ -14,7 +14,7 @@ typealias MigratingTransport = PCITransport<MigratingFunction>
 /// reads its device parts, writes them into member 2 and resumes it there; the driver, unaware,
 /// continues on member 2 in the same DMA memory. Nothing is lost, nothing completes twice, and
 /// every byte read matches the last write.
-@Suite(.serialized) struct MigrationTests {
+@Suite(.serialized, .leakChecked) struct MigrationTests {
     /// Shared between the driver thread and the migrating (owner) thread.
     final class Progress: @unchecked Sendable {
         let completed = Atomic<Int>(0)

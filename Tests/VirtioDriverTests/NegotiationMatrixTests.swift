@@ -19,7 +19,7 @@ struct Offer: CustomTestStringConvertible, Sendable {
 
 /// packed x in-order x event idx x indirect x notification data: each negotiates exactly what was
 /// offered and moves verified data with requests in flight, with no conformance violation.
-@Suite struct NegotiationMatrixTests {
+@Suite(.leakChecked) struct NegotiationMatrixTests {
     @Test(arguments: Offer.all)
     func negotiatesAndMovesVerifiedData(offer: Offer) throws {
         let (f, blk) = try attach("size=2M,queue_size=64," + offer.spec)

@@ -8,7 +8,7 @@ import VirtioSoftDevice
 
 /// 100k random reads and writes over 2 queues with requests in flight, checked against a model;
 /// flush, discard and write-zeroes semantics.
-@Suite struct RandomIOTests {
+@Suite(.leakChecked) struct RandomIOTests {
     struct Pending {
         let block: Int, count: Int, write: Bool, gen: UInt64, slot: Int
     }

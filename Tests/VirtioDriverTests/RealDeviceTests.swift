@@ -115,7 +115,7 @@ struct ChunkPattern {
     }
 }
 
-@Suite(.serialized, .enabled(if: RealDevice.address != nil, "set VIRTIO_TEST_PCI (tools/qemu-test does)"))
+@Suite(.serialized, .leakChecked, .enabled(if: RealDevice.address != nil, "set VIRTIO_TEST_PCI (tools/qemu-test does)"))
 struct RealDeviceTests {
     static let chunkBytes = 64 << 10
 

@@ -8,7 +8,7 @@ import VirtioSoftDevice
 /// Recovery: the device sets DEVICE_NEEDS_RESET with requests in flight; the driver resets and
 /// re-initialises it, resubmits exactly the requests that had not completed, and every byte of
 /// the disk ends as the model says. No request is lost or completed twice.
-@Suite struct RecoveryTests {
+@Suite(.leakChecked) struct RecoveryTests {
     @Test(arguments: ["packed=on,in_order=on", "packed=on,in_order=off", "packed=off,in_order=on", "packed=off,in_order=off"])
     func needsResetMidIOIsRecovered(rings: String) throws {
         var faults = SoftFaults()

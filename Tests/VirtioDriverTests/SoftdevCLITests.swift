@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `virtioctl softdev serve` as its own process, reached by `vfio-user:PATH` from other invocations.
-@Suite(.serialized) struct SoftdevCLITests {
+@Suite(.serialized, .leakChecked) struct SoftdevCLITests {
     @Test func serveThenInfoAndBenchOverVFIOUser() throws {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
         let socket = "/tmp/vu-cli-\(getpid()).sock"

@@ -3,7 +3,7 @@ import Testing
 
 /// `virtioctl attach` with a statistics region and `virtioctl stats` reading it: JSON that decodes,
 /// Prometheus text that the reference parser accepts, rates that move, a dead writer reported stale.
-@Suite(.serialized) struct StatsCLITests {
+@Suite(.serialized, .leakChecked) struct StatsCLITests {
     func exe() -> URL {
         URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
     }

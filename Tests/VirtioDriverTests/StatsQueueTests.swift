@@ -9,7 +9,7 @@ import VirtioSoftDevice
 /// The statistics queue protocol against the software balloon and the blk draft: one buffer
 /// outstanding, re-posted after each request, whole little-endian 10-byte entries, known tags,
 /// at rapid and slow request rates.
-@Suite struct StatsQueueTests {
+@Suite(.leakChecked) struct StatsQueueTests {
     func balloon(_ spec: String = "stats_interval=0") throws -> (SoftPCIFunction<SoftBalloon>, BalloonDevice<PCITransport<SoftPCIFunction<SoftBalloon>>>) {
         let f = try SoftPCIFunction.balloon(try SoftBalloonOptions(parsing: spec.split(separator: ",").map(String.init)))
         return (f, try BalloonDevice(transport: try PCITransport(function: f)))

@@ -5,7 +5,7 @@ import VirtioCore
 
 /// The statistics region: layout byte for byte, consistent snapshots under a concurrent writer,
 /// stale writers, and files that are not regions.
-@Suite(.serialized) struct StatsRegionTests {
+@Suite(.serialized, .leakChecked) struct StatsRegionTests {
     let path = "/dev/shm/virtio-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).stats"
 
     func u32(_ b: [UInt8], _ at: Int) -> UInt32 { b[at..<at + 4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }

@@ -26,7 +26,7 @@ final class MappedFunction: PCIFunction, @unchecked Sendable {
     func disableInterrupts() {}
 }
 
-@Suite struct TransportPathTests {
+@Suite(.leakChecked) struct TransportPathTests {
     @Test func mappedBARUsesVolatileAccessesOfTheFieldWidth() throws {
         let f = MappedFunction(try softBlock())
         let t = try PCITransport(function: f)
@@ -114,7 +114,7 @@ final class SparseFunction: PCIFunction, @unchecked Sendable {
     func disableInterrupts() {}
 }
 
-@Suite struct SparseMappingTests {
+@Suite(.leakChecked) struct SparseMappingTests {
     @Test func windowsInMappedAreasUsePointersAndHolesUseCalls() throws {
         let f = SparseFunction(try softBlock())
         let t = try PCITransport(function: f)

@@ -25,6 +25,7 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
             server.run { stop.load(ordering: .acquiring) }
             finished.store(true, ordering: .releasing)
         }
+        t.name = "vfio-user-srv"
         t.start()
     }
 
@@ -50,7 +51,7 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized) struct VFIOUserTests {
+@Suite(.serialized, .leakChecked) struct VFIOUserTests {
     @Test func messageCodecsRoundTrip() {
         let h = VFIOUserHeader(messageID: 0x1234, command: 10, size: 40, flags: 0x21, error: 22)
         #expect(h.encoded == [0x34, 0x12, 10, 0, 40, 0, 0, 0, 0x21, 0, 0, 0, 22, 0, 0, 0])
@@ -264,7 +265,7 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
 
 /// A scripted server: answers the client's set-up, offers BAR 0 as mappable (a memfd), and
 /// while a REGION_READ is pending sends its own DMA_WRITE and DMA_READ commands.
-@Suite(.serialized) struct VFIOUserScriptedServerTests {
+@Suite(.serialized, .leakChecked) struct VFIOUserScriptedServerTests {
     @Test func serverDMACommandsAndMappableRegions() throws {
         let path = "/tmp/vu-script-\(getpid()).sock"
         unlink(path)

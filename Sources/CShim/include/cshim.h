@@ -53,4 +53,8 @@ int cshim_memfd_create(const char *name);
 long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds);
 long cshim_recv_with_fds(int sock, void *buf, size_t len, int32_t *fds, int maxfds, int *nfds);
 
+/// Names the calling thread (prctl PR_SET_NAME, 15 characters): shows in /proc and in debuggers,
+/// and lets tests find threads this project started. prctl is variadic, so Swift cannot call it.
+void cshim_name_thread(const char *name);
+
 #endif

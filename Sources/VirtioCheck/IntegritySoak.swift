@@ -1,0 +1,210 @@
+import VirtioCore
+import VirtioDrivers
+import VirtioRing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a soak is asked to do.
+public struct SoakOptions: Sendable {
+    public var requests = 100_000
+    /// Blocks of 4 KiB the requests spread over (each written once first, not counted).
+    public var blocks = 1024
+    /// Requests kept in flight per queue.
+    public var depth = 16
+    /// Chance per completed request that `injectFault` is called (0: no faults).
+    public var faultRate = 0.0
+    /// No completion for this long with requests in flight counts as a hung device (then recovery).
+    public var timeoutMilliseconds = 200
+    public var seed: UInt64 = 1
+    public init() {}
+}
+
+/// What a soak found. `corrupt` and `lost` must be 0; `failed` counts requests given up on.
+public struct SoakReport: Sendable, Codable {
+    public var completed = 0, reads = 0, writes = 0
+    /// Requests resubmitted after a recovery (they were in flight when the device broke a rule).
+    public var retried = 0
+    public var failed = 0
+    /// Reads whose block carried the wrong block number, generation or checksum.
+    public var corrupt = 0
+    /// Requests never completed by the end.
+    public var lost = 0
+    public var recoveries = 0
+    /// Faults injected, by name.
+    public var injected: [String: Int] = [:]
+    /// Why each recovery happened, by the driver's words (first 120 characters), counted.
+    public var causes: [String: Int] = [:]
+    public var queues = 0
+    public var seconds = 0.0
+}
+
+/// Random reads and writes of self-checking blocks over every request queue of a block device,
+/// one thread, with a fault injector called at random points. Every block carries its number,
+/// a write generation and a checksum; a block is never in two requests at once, so each read has
+/// exactly one right answer. When the device breaks a rule, hangs or asks for a reset, the driver
+/// recovers (`BlockDevice.recover`) and resubmits what was in flight.
+public final class IntegritySoak<T: VirtioTransport> {
+    let blk: BlockDevice<T>
+    let options: SoakOptions
+    /// Called with a queue index when a fault should strike now; returns the fault's name.
+    public var injectFault: ((Int) -> String)?
+
+    struct InFlight { var block: Int; var write: Bool; var generation: UInt32; var since: UInt64 }
+
+    var generation: [UInt32]
+    var busy: [Bool]
+    var slots: [[InFlight?]]
+    var buffers: DMARegion
+    var rng: UInt64
+    var report = SoakReport()
+
+    public init(_ blk: BlockDevice<T>, options: SoakOptions) throws(BlockError) {
+        self.blk = blk
+        self.options = options
+        generation = Array(repeating: 0, count: options.blocks)
+        busy = Array(repeating: false, count: options.blocks)
+        slots = Array(repeating: Array(repeating: nil, count: options.depth), count: blk.queueCount)
+        buffers = try blk.allocateBuffer(bytes: blk.queueCount * options.depth * 4096)
+        rng = options.seed | 1
+        report.queues = blk.queueCount
+    }
+
+    func random(_ n: Int) -> Int {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+        return Int(rng % UInt64(n))
+    }
+
+    func buffer(_ q: Int, _ s: Int) -> DMARegion {
+        buffers.slice(offset: (q * options.depth + s) * 4096, length: 4096)
+    }
+
+    /// Runs the soak; throws only when recovery itself fails (the device cannot be brought back).
+    public func run() throws(BlockError) -> SoakReport {
+        let start = monotonicMilliseconds()
+        // Every block gets a known generation first, through the synchronous helper.
+        for b in 0..<options.blocks {
+            generation[b] = 1
+            let d = buffer(0, 0)
+            BlockImage.fill(d, block: b, generation: 1)
+            try blk.write(sector: UInt64(b * 8), from: d)
+        }
+        var submitted = 0
+        var round = 0
+        while report.completed < options.requests {
+            var trouble: String?
+            queues: for q in 0..<blk.queueCount {
+                let queue = blk.queuePointer(q)
+                for s in 0..<options.depth where slots[q][s] == nil && submitted < options.requests {
+                    guard let block = pickIdleBlock() else { break }
+                    let write = random(2) == 0
+                    let gen = write ? generation[block] &+ 1 : generation[block]
+                    slots[q][s] = InFlight(block: block, write: write, generation: gen, since: monotonicMilliseconds())
+                    busy[block] = true
+                    submitted += 1
+                    do { try submit(q, s) } catch { trouble = "\(error)"; break queues }
+                }
+                queue.pointee.kick()
+                while true {
+                    let c: BlockCompletion?
+                    do { c = try queue.pointee.poll() } catch { trouble = "\(error)"; break queues }
+                    guard let c else { break }
+                    let s = Int(c.tag)
+                    guard c.result == .ok else { trouble = "\(c.result)"; break queues }
+                    complete(q, s)
+                    if options.faultRate > 0, let injectFault, Double(random(1 << 30)) < options.faultRate * Double(1 << 30) {
+                        report.injected[injectFault(random(blk.queueCount)), default: 0] += 1
+                    }
+                }
+            }
+            round &+= 1
+            if trouble == nil, round & 15 == 0 {
+                do { try blk.device.checkHealth() } catch { trouble = "\(error)" }
+                // A request the device keeps: the oldest in flight has waited too long.
+                let now = monotonicMilliseconds()
+                if trouble == nil, let oldest = slots.joined().compactMap({ $0?.since }).min(),
+                   now - oldest > UInt64(options.timeoutMilliseconds) {
+                    trouble = "no completion within \(options.timeoutMilliseconds) ms"
+                }
+            }
+            if let trouble { try recover(trouble) }
+        }
+        report.lost = inFlight
+        report.seconds = Double(monotonicMilliseconds() - start) / 1000
+        return report
+    }
+
+    var inFlight: Int { slots.reduce(0) { $0 + $1.reduce(0) { $0 + ($1 == nil ? 0 : 1) } } }
+
+    func pickIdleBlock() -> Int? {
+        for _ in 0..<8 {
+            let b = random(options.blocks)
+            if !busy[b] { return b }
+        }
+        return nil
+    }
+
+    func submit(_ q: Int, _ s: Int) throws(BlockError) {
+        let r = slots[q][s]!
+        let d = buffer(q, s)
+        if r.write { BlockImage.fill(d, block: r.block, generation: r.generation) }
+        try blk.queuePointer(q).pointee.submit(r.write ? .write : .read, sector: UInt64(r.block * 8),
+                                               data: BufferElement(address: d.deviceAddress, length: 4096), tag: UInt64(s))
+    }
+
+    func complete(_ q: Int, _ s: Int) {
+        let r = slots[q][s]!
+        if r.write {
+            generation[r.block] = r.generation
+            report.writes += 1
+        } else {
+            if !BlockImage.verify(buffer(q, s), block: r.block, generation: r.generation) { report.corrupt += 1 }
+            report.reads += 1
+        }
+        busy[r.block] = false
+        slots[q][s] = nil
+        report.completed += 1
+    }
+
+    /// Resets and re-initialises the device, then resubmits every request that was in flight.
+    func recover(_ why: String) throws(BlockError) {
+        report.recoveries += 1
+        report.causes[String(why.prefix(120)), default: 0] += 1
+        _ = try blk.recover()
+        for q in 0..<blk.queueCount {
+            for s in 0..<options.depth where slots[q][s] != nil {
+                report.retried += 1
+                slots[q][s]!.since = monotonicMilliseconds()
+                try submit(q, s)
+            }
+            blk.queuePointer(q).pointee.kick()
+        }
+    }
+}
+
+/// The self-checking block format: `le32 block; le32 generation; le64 checksum` then 4080 bytes of
+/// a pattern from (block, generation). The checksum (FNV-1a of the pattern) catches torn or stale data.
+enum BlockImage {
+    static func fill(_ d: DMARegion, block: Int, generation: UInt32) {
+        var x = UInt64(block) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(generation) &* 0xBF58_476D_1CE4_E5B9 | 1
+        for i in stride(from: 16, to: 4096, by: 8) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            d.pointer.storeBytes(of: x.littleEndian, toByteOffset: i, as: UInt64.self)
+        }
+        d.pointer.storeBytes(of: UInt32(block).littleEndian, toByteOffset: 0, as: UInt32.self)
+        d.pointer.storeBytes(of: generation.littleEndian, toByteOffset: 4, as: UInt32.self)
+        d.pointer.storeBytes(of: checksum(d).littleEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    static func verify(_ d: DMARegion, block: Int, generation: UInt32) -> Bool {
+        UInt32(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == UInt32(block)
+            && UInt32(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) == generation
+            && UInt64(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == checksum(d)
+    }
+
+    static func checksum(_ d: DMARegion) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for i in 16..<4096 { h = (h ^ UInt64(d.pointer.load(fromByteOffset: i, as: UInt8.self))) &* 0x100_0000_01B3 }
+        return h
+    }
+}
