@@ -56,6 +56,15 @@ enum Classify {
         }
     }
 
+    static func finding(_ result: BlockResult, sector: UInt64) -> CheckFinding {
+        switch result {
+        case .ok: CheckFinding(.failure, clause: Clause.checker, "a successful completion taken for a failure")
+        case .ioError: finding(BlockError.ioError(sector: sector))
+        case .unsupported: finding(BlockError.deviceUnsupported("a read or write"))
+        case let .protocolError(e): finding(e)
+        }
+    }
+
     static func finding(_ e: VirtioError) -> CheckFinding {
         switch e {
         case let .ring(_, .broken(v)): return CheckFinding(.must, clause: v.rule, v.detail)

@@ -33,7 +33,7 @@ public struct SoakReport: Sendable, Codable {
     public var recoveries = 0
     /// Faults injected, by name.
     public var injected: [String: Int] = [:]
-    /// Why each recovery happened, by the driver's words (first 120 characters), counted.
+    /// Why each recovery happened: the rule the device broke (or the failure), counted.
     public var causes: [String: Int] = [:]
     public var queues = 0
     public var seconds = 0.0
@@ -92,7 +92,7 @@ public final class IntegritySoak<T: VirtioTransport> {
         var submitted = 0
         var round = 0
         while report.completed < options.requests {
-            var trouble: String?
+            var trouble: CheckFinding?
             queues: for q in 0..<blk.queueCount {
                 let queue = blk.queuePointer(q)
                 for s in 0..<options.depth where slots[q][s] == nil && submitted < options.requests {
@@ -102,15 +102,15 @@ public final class IntegritySoak<T: VirtioTransport> {
                     slots[q][s] = InFlight(block: block, write: write, generation: gen, since: monotonicMilliseconds())
                     busy[block] = true
                     submitted += 1
-                    do { try submit(q, s) } catch { trouble = "\(error)"; break queues }
+                    do { try submit(q, s) } catch { trouble = Classify.finding(error); break queues }
                 }
                 queue.pointee.kick()
                 while true {
                     let c: BlockCompletion?
-                    do { c = try queue.pointee.poll() } catch { trouble = "\(error)"; break queues }
+                    do { c = try queue.pointee.poll() } catch { trouble = Classify.finding(error); break queues }
                     guard let c else { break }
                     let s = Int(c.tag)
-                    guard c.result == .ok else { trouble = "\(c.result)"; break queues }
+                    guard c.result == .ok else { trouble = Classify.finding(c.result, sector: UInt64(slots[q][s]!.block * 8)); break queues }
                     complete(q, s)
                     if options.faultRate > 0, let injectFault, Double(random(1 << 30)) < options.faultRate * Double(1 << 30) {
                         report.injected[injectFault(random(blk.queueCount)), default: 0] += 1
@@ -119,12 +119,12 @@ public final class IntegritySoak<T: VirtioTransport> {
             }
             round &+= 1
             if trouble == nil, round & 15 == 0 {
-                do { try blk.device.checkHealth() } catch { trouble = "\(error)" }
+                do { try blk.device.checkHealth() } catch { trouble = Classify.finding(error) }
                 // A request the device keeps: the oldest in flight has waited too long.
                 let now = monotonicMilliseconds()
                 if trouble == nil, let oldest = slots.joined().compactMap({ $0?.since }).min(),
                    now - oldest > UInt64(options.timeoutMilliseconds) {
-                    trouble = "no completion within \(options.timeoutMilliseconds) ms"
+                    trouble = Classify.finding(BlockError.timeout(milliseconds: options.timeoutMilliseconds, what: "a request"))
                 }
             }
             if let trouble { try recover(trouble) }
@@ -167,9 +167,9 @@ public final class IntegritySoak<T: VirtioTransport> {
     }
 
     /// Resets and re-initialises the device, then resubmits every request that was in flight.
-    func recover(_ why: String) throws(BlockError) {
+    func recover(_ why: CheckFinding) throws(BlockError) {
         report.recoveries += 1
-        report.causes[String(why.prefix(120)), default: 0] += 1
+        report.causes[why.clause, default: 0] += 1
         _ = try blk.recover()
         for q in 0..<blk.queueCount {
             for s in 0..<options.depth where slots[q][s] != nil {
