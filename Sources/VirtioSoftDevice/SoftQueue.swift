@@ -239,7 +239,7 @@ final class SoftQueue: @unchecked Sendable {
         let before = completedCount.add(n, ordering: .relaxed).oldValue
         var strike = faults.hostileUsed.flatMap { !s.hostileFired && before + n > faults.faultAfterRequests ? $0 : nil }
         let code = armed.load(ordering: .relaxed)
-        if strike == nil, let injected = SoftInjectedFault(code: code), case let .hostile(kind) = injected,
+        if strike == nil, code != 0, let injected = SoftInjectedFault(code: code), case let .hostile(kind) = injected,
            armed.compareExchange(expected: code, desired: 0, ordering: .relaxed).exchanged {
             strike = kind
         }

@@ -38,4 +38,24 @@ import Testing
         let (drc, _, derr) = try virtioctl(["info", "vfio-user:\(socket)"])
         #expect(drc != 0 && derr.contains("cannot connect to vfio-user server"), "\(derr)")
     }
+
+    /// A served device takes the same fault spelling, and `check` names the fault over vfio-user
+    /// (the device thread polls, so the driver waits on a device it does not drive).
+    @Test func checkNamesAServedDevicesFault() throws {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
+        for (spec, words) in [("soft:blk", "no violations found"), ("soft:blk,fault=len_overflow", "device-writable part only")] {
+            let socket = "/tmp/vu-check-\(getpid()).sock"
+            let server = Process()
+            server.executableURL = exe
+            server.arguments = ["softdev", "serve", "--socket", socket, spec]
+            server.standardError = FileHandle.nullDevice
+            try server.run()
+            defer { if server.isRunning { server.terminate() }; server.waitUntilExit(); unlink(socket) }
+            var waited = 0
+            while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
+            let (rc, out, err) = try virtioctl(["check", "vfio-user:\(socket)", "--timeout", "2000"])
+            #expect(rc == (spec == "soft:blk" ? 0 : 1), "\(out)\(err)")
+            #expect(out.contains(words), "\(out)")
+        }
+    }
 }
