@@ -67,6 +67,12 @@ let package = Package(
             name: "VirtioDriverTests",
             dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
                            "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
+        // FUZZ TARGETS (tools/fuzz builds them with libFuzzer; see Sources/Fuzz*/)
+        // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay @main).
+        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing"]),
+        .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing"]),
+        .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore"]),
+        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -82,6 +82,11 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
             let r = try Self.request(conn, lock, .deviceGetRegionInfo,
                                      VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
             let info = LEReader(r.payload)
+            // The server's word: a size no BAR or config space can have is refused, not trapped on.
+            guard info.u64(16) <= 1 << 40 else {
+                for fd in r.fds { close(fd) }
+                throw .protocolError("region \(index) size \(info.u64(16)) is not a size a PCI region can have")
+            }
             sizes[index] = Int(info.u64(16))
             // A mappable BAR (MMAP flag, one fd): map it whole; accesses then go straight to memory.
             if index < 6, info.u32(4) & VFIOUserConst.regionMmap != 0, let fd = r.fds.first, sizes[index] > 0 {

@@ -19,7 +19,7 @@ public enum VFIOUserError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .disconnected(why): why
         case let .protocolError(why): "vfio-user protocol error: \(why)"
         case let .remote(c, e):
-            "vfio-user \(VFIOUserCommand(rawValue: c).map { "\($0)" } ?? "command \(c)") failed on the server: \(String(cString: strerror(Int32(e)))) (errno \(e))"
+            "vfio-user \(VFIOUserCommand(rawValue: c).map { "\($0)" } ?? "command \(c)") failed on the server: \(e <= 4095 ? String(cString: strerror(Int32(e))) : "not an errno") (errno \(e))"
         }
     }
 }

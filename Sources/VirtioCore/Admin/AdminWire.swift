@@ -279,7 +279,8 @@ public struct AdminOpcodeSet: Sendable, Equatable, Codable {
     }
     public var opcodes: [UInt16] {
         var out: [UInt16] = []
-        for (i, w) in words.enumerated() where w != 0 {
+        // Opcodes are 16 bits: words past 1024 name none (a device's oversized bitmap is cut, not trapped on).
+        for (i, w) in words.prefix(1024).enumerated() where w != 0 {
             for b in 0..<64 where w & (1 << UInt64(b)) != 0 { out.append(UInt16(i * 64 + b)) }
         }
         return out

@@ -91,7 +91,11 @@ public struct StatsSnapshot: Sendable {
     public let values: [UInt64]
     public var heartbeat: UInt64 { values[StatsLayout.heartbeatIndex] }
     public var writerPID: Int32 { Int32(truncatingIfNeeded: values[StatsLayout.pidIndex]) }
-    public func value(_ d: StatDescriptor, _ i: Int = 0) -> UInt64 { values[d.index + i] }
+    /// Value `i` of `d`; 0 outside the data block (parse refuses such layouts; this is the second line).
+    public func value(_ d: StatDescriptor, _ i: Int = 0) -> UInt64 {
+        let at = d.index + i
+        return at >= 0 && at < values.count ? values[at] : 0
+    }
 }
 
 /// A reader of a statistics region: parses and checks its layout once, then copies the data

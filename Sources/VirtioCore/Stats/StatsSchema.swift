@@ -138,6 +138,9 @@ public struct StatsLayout: Sendable, Equatable {
         }
         let dataBytes = b.count - dataOffset
         var ds: [StatDescriptor] = []
+        // Values lie back to back in descriptor order, as the writer lays them out: no overlap, no gap,
+        // so the data block a reader copies is exactly the values the descriptors name.
+        var next = 0
         for i in 0..<count {
             let at = descOffset + i * descSize
             let f = r.u32(at)
@@ -151,9 +154,16 @@ public struct StatsLayout: Sendable, Equatable {
             guard d.offset % 8 == 0, Int(d.offset) + Int(d.size) * 8 <= dataBytes, d.size > 0 else {
                 throw .malformed("descriptor '\(d.name)': \(d.size) value(s) at \(d.offset) outside the \(dataBytes)-byte data block")
             }
+            guard Int(d.offset) == next else {
+                throw .malformed("descriptor '\(d.name)': values at \(d.offset), expected \(next) (right after the previous descriptor's)")
+            }
+            next += Int(d.size) * 8
             ds.append(d)
         }
         let layout = StatsLayout(id: r.name(idOffset, nameSize), nameSize: nameSize, parsed: ds)
+        guard layout.dataOffset == dataOffset, layout.fileSize <= b.count else {
+            throw .malformed("data at \(dataOffset) with \(layout.valueCount) values: expected data at \(layout.dataOffset) within \(b.count) bytes")
+        }
         guard ds.count >= 3, ds[seqIndex].name == "seqcount", ds[pidIndex].name == "writer_pid",
               ds[heartbeatIndex].name == "heartbeat_ns", ds[0].offset == 0, ds[1].offset == 8, ds[2].offset == 16 else {
             throw .malformed("the first descriptors are not seqcount, writer_pid, heartbeat_ns at 0, 8, 16: not a virtio-swift region")
