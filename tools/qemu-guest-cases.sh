@@ -270,7 +270,7 @@ run_case flush flush_cli
 run_case admin-not-offered expect_fail "no admin virtqueue (VIRTIO_F_ADMIN_VQ, bit 41, not offered)" $V admin "$(addr 0)" list-query $NI
 # The conformance checker on QEMU's virtio-blk: it must run to the end; what it finds is reported, not judged.
 check_case() {
-  $V check "$(addr $1)" $NI > $CTL/check.out 2>&1; rc=$?
+  $V check "$(addr $1)" $NI --write > $CTL/check.out 2>&1; rc=$?
   cat $CTL/check.out
   [ $rc -le 1 ] && grep -q '^result: ' $CTL/check.out || { echo "check did not complete (exit $rc)"; return 1; }
   echo "detail: exit $rc; $(sed -n 's/^result: //p' $CTL/check.out)$(sed -n 's/^  \(MUST\|SHOULD\|FAILURE\) ([0-9]* steps\?): / | \1 /p' $CTL/check.out | tr -d '\n')"

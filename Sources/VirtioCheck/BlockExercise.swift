@@ -25,6 +25,15 @@ final class TestArea {
 
     func sector(_ block: Int) -> UInt64 { UInt64(block * Self.blockBytes / 512) }
 
+    /// Fills a read buffer with bytes that differ from `expected` everywhere (0xA5 when unknown).
+    func poison(_ d: DMARegion, unlike expected: [UInt8]?) {
+        if let expected {
+            for i in 0..<Self.blockBytes { d.pointer.storeBytes(of: ~expected[i], toByteOffset: i, as: UInt8.self) }
+        } else {
+            d.pointer.initializeMemory(as: UInt8.self, repeating: 0xA5, count: Self.blockBytes)
+        }
+    }
+
     /// A pattern no other (block, generation) produces: a block read back from the wrong
     /// place or an older write is caught.
     func pattern(block: Int, generation: UInt32) -> [UInt8] {
@@ -77,17 +86,24 @@ struct BlockExercise<T: VirtioTransport> {
             let depth = min(slots, area.blocks, depthLimit, fit, requests - r.requests)
             let blocks = (0..<depth).map { (cursor + $0) % area.blocks }
             cursor += depth
-            if writes {
+            // A block is written only once what it held is known (it is put back at the end).
+            if writes && blocks.allSatisfy({ area.original[$0] != nil }) {
                 area.generation &+= 1
                 let gen = area.generation
                 for (i, b) in blocks.enumerated() {
                     let data = area.pattern(block: b, generation: gen)
                     data.withUnsafeBytes { buffer(i).pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
                 }
-                if let f = batch(.write, blocks, inOrder: inOrder, &r) { r.finding = f; return r }
+                area.written = true  // before the batch: a failed batch may still have written some
+                if let f = batch(.write, blocks, inOrder: inOrder, &r) {
+                    for b in blocks { area.expected[b] = nil }  // what landed is unknown now
+                    r.finding = f
+                    return r
+                }
                 for b in blocks { area.expected[b] = area.pattern(block: b, generation: gen) }
-                area.written = true
             }
+            // Poison the buffers: a device that answers OK without moving the data must not pass.
+            for (i, b) in blocks.enumerated() { area.poison(buffer(i), unlike: area.expected[b]) }
             if let f = batch(.read, blocks, inOrder: inOrder, &r) { r.finding = f; return r }
             for (i, b) in blocks.enumerated() {
                 let got = Array(UnsafeRawBufferPointer(start: buffer(i).pointer, count: TestArea.blockBytes))

@@ -56,8 +56,13 @@ public struct CheckReport: Sendable, Codable {
         self.deviceType = deviceType
     }
 
-    public var findings: [CheckFinding] { steps.flatMap(\.findings) }
+    /// What the device did wrong (the checker's own failures are `checkerErrors`).
+    public var findings: [CheckFinding] { steps.flatMap(\.findings).filter { $0.clause != Clause.checker } }
+    /// Steps the checker itself could not run (out of DMA memory, a request it could not build): not the device's fault.
+    public var checkerErrors: [CheckFinding] { steps.flatMap(\.findings).filter { $0.clause == Clause.checker } }
     public var clean: Bool { findings.isEmpty && aborted == nil }
+    /// The clause of a checker error.
+    public static var checkerClause: String { Clause.checker }
     public func count(_ outcome: StepOutcome) -> Int { steps.filter { $0.outcome == outcome }.count }
 
     /// Each distinct clause broken, with how many steps hit it (for the summary).
@@ -66,7 +71,7 @@ public struct CheckReport: Sendable, Codable {
         var seen: [String: (FindingSeverity, Int)] = [:]
         for step in steps {
             var stepClauses: [String] = []
-            for f in step.findings where !stepClauses.contains(f.clause) { stepClauses.append(f.clause) }
+            for f in step.findings where !stepClauses.contains(f.clause) && f.clause != Clause.checker { stepClauses.append(f.clause) }
             for clause in stepClauses {
                 let severity = step.findings.first { $0.clause == clause }!.severity
                 if seen[clause] == nil { order.append(clause) }

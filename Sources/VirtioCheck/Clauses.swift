@@ -19,10 +19,10 @@ enum Clause {
     static let inOrder = "In-order use of descriptors (content.tex, VIRTIO_F_IN_ORDER): the device MUST use buffers in the order they were made available"
     static let notifyWhenAsked = "Used Buffer Notification Suppression (split-ring.tex / packed-ring.tex): with notifications enabled (flags 0, or used_event reached) the device MUST send a used buffer notification"
     static let quietWhenSuppressed = "Used Buffer Notification Suppression (split-ring.tex / packed-ring.tex): with notifications disabled the device SHOULD NOT send used buffer notifications"
-    static let queueReset = "Virtqueue Reset (content.tex, transport-pci.tex): after 1 is written to queue_reset the device MUST reset the queue and present 1 in queue_reset once done"
+    static let queueReset = "Virtqueue Reset (content.tex, transport-pci.tex): after 1 is written to queue_reset the device MUST reset the queue and, once done, present 0 in queue_reset and queue_enable"
     static let adminListOpcodes = "Group administration commands (admin.tex): every group type supports VIRTIO_ADMIN_CMD_LIST_QUERY and LIST_USE; LIST_QUERY reports both"
-    static let adminStatus = "Administration virtqueues (admin.tex): status and status_qualifier hold defined values"
-    static let adminResult = "Administration virtqueues (admin.tex): the device writes the whole command_specific_result of a successful command"
+    static let adminStatus = "Administration virtqueues (admin.tex): status and status_qualifier hold defined values (a driver reads any other as a command error)"
+    static let adminResult = "Administration virtqueues (admin.tex): the device writes the whole command_specific_result of a successful command (the driver zero-fills what is missing)"
     static let adminCompletes = "Administration virtqueues (admin.tex): the device completes each admin command"
     static let checker = "not the device: virtioctl check itself could not run this step (please report it)"
 }
@@ -48,7 +48,7 @@ enum Classify {
             return CheckFinding(.failure, clause: Clause.checker, error.description)
         case let .queueResetFailed(q, e):
             if case .queueResetTimeout = e {
-                return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset never read 1 after the reset")
+                return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset still reads 1: the reset never finished")
             }
             return finding(e)
         default:
@@ -80,7 +80,9 @@ enum Classify {
         case let .configUnstable(n):
             return CheckFinding(.failure, clause: Clause.configGeneration, "config_generation changed during each of \(n) reads")
         case let .queueResetTimeout(q):
-            return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset never read 1 after the reset")
+            return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset still reads 1: the reset never finished")
+        case let .dma(e):
+            return CheckFinding(.failure, clause: Clause.checker, "out of DMA memory for another attach (\(e)); run with a larger --dma")
         case let .invalidQueueSize(q, size, max, packed) where !packed && max & (max &- 1) != 0:
             return CheckFinding(.must, clause: Clause.splitQueueSize, "queue \(q) presents queue_size \(max) (asked \(size)) on a split ring")
         default: return CheckFinding(.failure, clause: Clause.completes, e.description)
@@ -98,10 +100,10 @@ enum Classify {
         case let .handshake(why): return CheckFinding(.must, clause: Clause.adminListOpcodes, why)
         case let .commandFailed(op, _, _, s, q):
             if case .reserved = s {
-                return CheckFinding(.must, clause: Clause.adminStatus, "\(AdminError.name(op)) answered reserved status \(s.raw) (qualifier \(q.raw))")
+                return CheckFinding(.should, clause: Clause.adminStatus, "\(AdminError.name(op)) answered reserved status \(s.raw) (qualifier \(q.raw))")
             }
             if case .reserved = q {
-                return CheckFinding(.must, clause: Clause.adminStatus, "\(AdminError.name(op)) answered reserved status_qualifier \(q.raw)")
+                return CheckFinding(.should, clause: Clause.adminStatus, "\(AdminError.name(op)) answered reserved status_qualifier \(q.raw)")
             }
             if s == .eagain {
                 return CheckFinding(.failure, clause: Clause.adminCompletes, "\(AdminError.name(op)) kept answering EAGAIN")

@@ -194,13 +194,10 @@ extension DeviceChecker {
 
 /// Reads and clears an eventfd's count without blocking.
 func drain(_ fd: Int32) -> UInt64 {
-    var total: UInt64 = 0
-    while readable(fd, milliseconds: 0) {
-        var v: UInt64 = 0
-        guard read(fd, &v, 8) == 8 else { break }
-        total &+= v
-    }
-    return total
+    // One read takes the whole count (a storm cannot keep this busy).
+    guard readable(fd, milliseconds: 0) else { return 0 }
+    var v: UInt64 = 0
+    return read(fd, &v, 8) == 8 ? v : 0
 }
 
 func readable(_ fd: Int32, milliseconds: Int32) -> Bool {

@@ -20,7 +20,8 @@ public struct SoakOptions: Sendable {
     public init() {}
 }
 
-/// What a soak found. `corrupt` and `lost` must be 0; `failed` counts requests given up on.
+/// What a soak found. `corrupt` and `lost` must be 0; `failed` counts requests given up on
+/// (resubmitted `maxAttempts` times).
 public struct SoakReport: Sendable, Codable {
     public var completed = 0, reads = 0, writes = 0
     /// Requests resubmitted after a recovery (they were in flight when the device broke a rule).
@@ -28,9 +29,11 @@ public struct SoakReport: Sendable, Codable {
     public var failed = 0
     /// Reads whose block carried the wrong block number, generation or checksum.
     public var corrupt = 0
-    /// Requests never completed by the end.
+    /// Requests still in flight when the soak stopped early (0 when it ran to the end).
     public var lost = 0
     public var recoveries = 0
+    /// Why the soak ended before its count (nil: it ran to the end).
+    public var stopped: String?
     /// Faults injected, by name.
     public var injected: [String: Int] = [:]
     /// Why each recovery happened: the rule the device broke (or the failure), counted.
@@ -47,13 +50,22 @@ public struct SoakReport: Sendable, Codable {
 public final class IntegritySoak<T: VirtioTransport> {
     let blk: BlockDevice<T>
     let options: SoakOptions
-    /// Called with a queue index when a fault should strike now; returns the fault's name.
-    public var injectFault: ((Int) -> String)?
+    /// Called with a queue index when a fault should strike now; returns the fault's name, or nil
+    /// when none could be armed there.
+    public var injectFault: ((Int) -> String?)?
 
-    struct InFlight { var block: Int; var write: Bool; var generation: UInt32; var since: UInt64 }
+    struct InFlight { var block: Int; var write: Bool; var generation: UInt32; var since: UInt64; var attempts = 1 }
+
+    /// A request resubmitted this often is given up (counted `failed`); this many recoveries end the soak.
+    public static var maxAttempts: Int { 8 }
+    var maxRecoveries: Int { max(1_000, options.requests / 100) }
+    /// Requests per queue the ring can hold at once (3 descriptors each without indirect tables).
+    var depth: Int
 
     var generation: [UInt32]
     var busy: [Bool]
+    /// A write given up on may or may not have landed: its block accepts either generation.
+    var writeUncertain: [Bool]
     var slots: [[InFlight?]]
     var buffers: DMARegion
     var rng: UInt64
@@ -62,10 +74,17 @@ public final class IntegritySoak<T: VirtioTransport> {
     public init(_ blk: BlockDevice<T>, options: SoakOptions) throws(BlockError) {
         self.blk = blk
         self.options = options
+        guard UInt64(options.blocks) * 8 <= blk.config.capacitySectors else {
+            throw .invalidRequest("\(options.blocks) blocks of 4 KiB do not fit the device (\(blk.config.capacitySectors / 8) blocks)")
+        }
+        let perRequest = blk.negotiated.contains(VirtioFeature.indirectDesc) ? 1 : 3
+        let q = blk.queuePointer(0)
+        depth = max(1, min(options.depth, q.pointee.slotsFree, q.pointee.virtqueue.freeDescriptors / perRequest))
         generation = Array(repeating: 0, count: options.blocks)
         busy = Array(repeating: false, count: options.blocks)
-        slots = Array(repeating: Array(repeating: nil, count: options.depth), count: blk.queueCount)
-        buffers = try blk.allocateBuffer(bytes: blk.queueCount * options.depth * 4096)
+        slots = Array(repeating: Array(repeating: nil, count: depth), count: blk.queueCount)
+        writeUncertain = Array(repeating: false, count: options.blocks)
+        buffers = try blk.allocateBuffer(bytes: blk.queueCount * depth * 4096)
         rng = options.seed | 1
         report.queues = blk.queueCount
     }
@@ -76,12 +95,14 @@ public final class IntegritySoak<T: VirtioTransport> {
     }
 
     func buffer(_ q: Int, _ s: Int) -> DMARegion {
-        buffers.slice(offset: (q * options.depth + s) * 4096, length: 4096)
+        buffers.slice(offset: (q * depth + s) * 4096, length: 4096)
     }
 
-    /// Runs the soak; throws only when recovery itself fails (the device cannot be brought back).
+    /// Runs the soak. It ends early (`stopped` says why, what was in flight counts as lost) when the
+    /// device cannot be recovered or keeps breaking; throws only when the first fill fails.
     public func run() throws(BlockError) -> SoakReport {
         let start = monotonicMilliseconds()
+        defer { report.seconds = Double(monotonicMilliseconds() - start) / 1000 }
         // Every block gets a known generation first, through the synchronous helper.
         for b in 0..<options.blocks {
             generation[b] = 1
@@ -91,11 +112,11 @@ public final class IntegritySoak<T: VirtioTransport> {
         }
         var submitted = 0
         var round = 0
-        while report.completed < options.requests {
+        while report.completed + report.failed < options.requests {
             var trouble: CheckFinding?
             queues: for q in 0..<blk.queueCount {
                 let queue = blk.queuePointer(q)
-                for s in 0..<options.depth where slots[q][s] == nil && submitted < options.requests {
+                for s in 0..<depth where slots[q][s] == nil && submitted < options.requests {
                     guard let block = pickIdleBlock() else { break }
                     let write = random(2) == 0
                     let gen = write ? generation[block] &+ 1 : generation[block]
@@ -113,7 +134,7 @@ public final class IntegritySoak<T: VirtioTransport> {
                     guard c.result == .ok else { trouble = Classify.finding(c.result, sector: UInt64(slots[q][s]!.block * 8)); break queues }
                     complete(q, s)
                     if options.faultRate > 0, let injectFault, Double(random(1 << 30)) < options.faultRate * Double(1 << 30) {
-                        report.injected[injectFault(random(blk.queueCount)), default: 0] += 1
+                        if let name = injectFault(random(blk.queueCount)) { report.injected[name, default: 0] += 1 }
                     }
                 }
             }
@@ -127,10 +148,18 @@ public final class IntegritySoak<T: VirtioTransport> {
                     trouble = Classify.finding(BlockError.timeout(milliseconds: options.timeoutMilliseconds, what: "a request"))
                 }
             }
-            if let trouble { try recover(trouble) }
+            if let trouble {
+                guard report.recoveries < maxRecoveries else {
+                    report.stopped = "\(report.recoveries) recoveries: the device keeps breaking (last: \(trouble.message))"
+                    break
+                }
+                do { try recover(trouble) } catch {
+                    report.stopped = "recovery failed: \(error)"
+                    break
+                }
+            }
         }
         report.lost = inFlight
-        report.seconds = Double(monotonicMilliseconds() - start) / 1000
         return report
     }
 
@@ -147,7 +176,8 @@ public final class IntegritySoak<T: VirtioTransport> {
     func submit(_ q: Int, _ s: Int) throws(BlockError) {
         let r = slots[q][s]!
         let d = buffer(q, s)
-        if r.write { BlockImage.fill(d, block: r.block, generation: r.generation) }
+        // A read starts from a header no block has: a device that moves no data fails the check.
+        if r.write { BlockImage.fill(d, block: r.block, generation: r.generation) } else { BlockImage.poison(d) }
         try blk.queuePointer(q).pointee.submit(r.write ? .write : .read, sector: UInt64(r.block * 8),
                                                data: BufferElement(address: d.deviceAddress, length: 4096), tag: UInt64(s))
     }
@@ -156,9 +186,14 @@ public final class IntegritySoak<T: VirtioTransport> {
         let r = slots[q][s]!
         if r.write {
             generation[r.block] = r.generation
+            writeUncertain[r.block] = false
             report.writes += 1
         } else {
-            if !BlockImage.verify(buffer(q, s), block: r.block, generation: r.generation) { report.corrupt += 1 }
+            let d = buffer(q, s)
+            if !BlockImage.verify(d, block: r.block, generation: r.generation),
+               !(writeUncertain[r.block] && BlockImage.verify(d, block: r.block, generation: r.generation &+ 1)) {
+                report.corrupt += 1
+            }
             report.reads += 1
         }
         busy[r.block] = false
@@ -172,8 +207,16 @@ public final class IntegritySoak<T: VirtioTransport> {
         report.causes[why.clause, default: 0] += 1
         _ = try blk.recover()
         for q in 0..<blk.queueCount {
-            for s in 0..<options.depth where slots[q][s] != nil {
+            for s in 0..<depth where slots[q][s] != nil {
+                if slots[q][s]!.attempts >= Self.maxAttempts {
+                    busy[slots[q][s]!.block] = false  // given up; a write's block keeps its old generation
+                    if slots[q][s]!.write { writeUncertain[slots[q][s]!.block] = true }
+                    slots[q][s] = nil
+                    report.failed += 1
+                    continue
+                }
                 report.retried += 1
+                slots[q][s]!.attempts += 1
                 slots[q][s]!.since = monotonicMilliseconds()
                 try submit(q, s)
             }
@@ -194,6 +237,11 @@ enum BlockImage {
         d.pointer.storeBytes(of: UInt32(block).littleEndian, toByteOffset: 0, as: UInt32.self)
         d.pointer.storeBytes(of: generation.littleEndian, toByteOffset: 4, as: UInt32.self)
         d.pointer.storeBytes(of: checksum(d).littleEndian, toByteOffset: 8, as: UInt64.self)
+    }
+
+    /// A header no block carries (block number 0xFFFFFFFF).
+    static func poison(_ d: DMARegion) {
+        d.pointer.storeBytes(of: UInt32.max, toByteOffset: 0, as: UInt32.self)
     }
 
     static func verify(_ d: DMARegion, block: Int, generation: UInt32) -> Bool {

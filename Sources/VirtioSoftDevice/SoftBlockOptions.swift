@@ -218,9 +218,14 @@ public enum SoftInjectedFault: Sendable, Equatable, CaseIterable {
         }
     }
 
+    /// No allocation: the device looks at an armed code on its request path.
     init?(code: UInt8) {
-        guard let f = Self.allCases.first(where: { $0.code == code }) else { return nil }
-        self = f
+        switch code {
+        case 100: self = .needsReset
+        case 101: self = .hold
+        case 1...UInt8(HostileUsed.allCases.count): self = .hostile(HostileUsed.allCases[Int(code) - 1])
+        default: return nil
+        }
     }
 
     public var name: String {

@@ -106,9 +106,14 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     public var offeredFeatures: FeatureSet { offered }
     /// Features the driver accepted at FEATURES_OK.
     public var negotiatedFeatures: FeatureSet { FeatureSet(rawValue: negotiatedBits.load(ordering: .acquiring)) }
-    /// Arms `fault` for the next request on request queue `queue` (replacing one not yet taken).
-    public func inject(_ fault: SoftInjectedFault, queue: Int = 0) {
-        queues[queue].armed.store(fault.code, ordering: .relaxed)
+    /// Arms `fault` for the next request on request queue `queue`. False when it cannot strike there:
+    /// no such queue, a fault is armed and not yet taken, or `hold` on an IN_ORDER queue (the next
+    /// in-order batch would retire a held request the device did serve, so it would not be a hold).
+    @discardableResult
+    public func inject(_ fault: SoftInjectedFault, queue: Int = 0) -> Bool {
+        guard queue >= 0, queue < personality.queueCount else { return false }
+        if fault == .hold, queues[queue].state.withLock({ $0.inOrder }) { return false }
+        return queues[queue].armed.compareExchange(expected: 0, desired: fault.code, ordering: .relaxed).exchanged
     }
 
     /// The current device_status.

@@ -15,9 +15,10 @@ extension VirtioCtl {
             verified I/O over split and packed rings at the maximum and smaller queue sizes (odd, non-power-of-two \
             sizes for packed) with in-order and indirect on and off, used-buffer notifications with and without \
             EVENT_IDX, ring reset, device reset with requests in flight, the admin handshake and the draft statistics \
-            queue when offered. Writes use 32 blocks of 4 KiB at the start of the disk and put back what was there \
-            (--read-only: reads only). Exit status: 0 clean, 1 the device broke a rule or failed, 2 the device could \
-            not be opened.
+            queue when offered. With writes, 32 blocks of 4 KiB at the start of the disk are read, overwritten with \
+            test patterns and put back; software devices get writes by default, real disks only with --write. \
+            Exit status: 0 clean, 1 the device broke a rule or failed, 2 the device could not be opened, 3 only the \
+            checker itself could not run a step.
             """)
 
         @Argument(help: ArgumentHelp("The device: \(DeviceSpec.syntax)."))
@@ -29,8 +30,11 @@ extension VirtioCtl {
         @Option(help: "How long a batch of requests or an admin command may take, in milliseconds.")
         var timeout: Int = 5_000
 
-        @Flag(help: "Only read from the disk (no test patterns written).")
+        @Flag(help: "Only read from the disk (no test patterns written), also on a software device.")
         var readOnly = false
+
+        @Flag(help: "Write test patterns to a real disk (the first 128 KiB, put back at the end).")
+        var write = false
 
         @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
         var noiommu = false
@@ -43,12 +47,14 @@ extension VirtioCtl {
 
         func validate() throws {
             guard (10...600_000).contains(timeout) else { throw ValidationError("--timeout must be 10...600000 ms") }
+            guard !(readOnly && write) else { throw ValidationError("--read-only and --write contradict each other") }
         }
 
         func run() throws {
             var options = CheckOptions()
             options.timeoutMilliseconds = timeout
-            options.writes = !readOnly
+            // A software disk is scratch; a real one is written only when asked.
+            options.writes = !readOnly && (write || device.hasPrefix("soft:"))
             let logger = cliLogger(verbose: verbose)
             let report: CheckReport
             do {
@@ -76,6 +82,7 @@ extension VirtioCtl {
             case .normal: printReport(report)
             }
             if !report.clean { throw ExitCode(1) }
+            if !report.checkerErrors.isEmpty { throw ExitCode(3) }
         }
 
         func printReport(_ r: CheckReport) {
@@ -86,7 +93,7 @@ extension VirtioCtl {
                 let name = s.name.padding(toLength: max(width, s.name.count + 1), withPad: " ", startingAt: 0)
                 print("  \(s.outcome.rawValue.uppercased().padding(toLength: 5, withPad: " ", startingAt: 0)) \(name)\(s.detail)")
                 for f in s.findings {
-                    print("        \(f.severity.rawValue): \(f.message)")
+                    print("        \(f.clause == CheckReport.checkerClause ? "CHECKER" : f.severity.rawValue): \(f.message)")
                     print("          clause: \(f.clause)")
                 }
             }
@@ -95,6 +102,7 @@ extension VirtioCtl {
             print("result: \(r.count(.pass)) passed, \(r.count(.fail)) failed, \(r.count(.skip)) skipped; "
                 + (r.clean ? "no violations found" : "\(n) finding(s), \(r.brokenClauses.count) distinct rule(s):"))
             for c in r.brokenClauses { print("  \(c.severity.rawValue) (\(c.steps) step\(c.steps == 1 ? "" : "s")): \(c.clause)") }
+            if !r.checkerErrors.isEmpty { print("checker: \(r.checkerErrors.count) step(s) could not run (not the device's fault): \(r.checkerErrors[0].message)") }
         }
     }
 }
@@ -102,7 +110,7 @@ extension VirtioCtl {
 /// `check -o json`: the report plus its summary.
 struct CheckJSON: Encodable {
     struct Summary: Encodable {
-        let passed, failed, skipped, findings: Int
+        let passed, failed, skipped, findings, checkerErrors: Int
         let clean: Bool
         let rules: [String]
     }
@@ -120,6 +128,6 @@ struct CheckJSON: Encodable {
         steps = r.steps
         aborted = r.aborted
         summary = Summary(passed: r.count(.pass), failed: r.count(.fail), skipped: r.count(.skip), findings: r.findings.count,
-                          clean: r.clean, rules: r.brokenClauses.map(\.clause))
+                          checkerErrors: r.checkerErrors.count, clean: r.clean, rules: r.brokenClauses.map(\.clause))
     }
 }

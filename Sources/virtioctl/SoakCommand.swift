@@ -11,7 +11,7 @@ extension VirtioCtl {
     struct Soak: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Random reads and writes of self-checking 4 KiB blocks over every request queue, recovering from device faults; reports completed, retried, corrupt and lost requests.",
-            discussion: "Writes test data over the first --blocks x 4 KiB of the disk (not restored). With --fault-rate on soft:blk, one-shot faults (bad used ids, duplicates, length overflow, index jumps, lying flags, DEVICE_NEEDS_RESET, a request never completed) strike at random points. Exit status 1 when a block read back corrupt or a request was lost.")
+            discussion: "Writes test data over the first --blocks x 4 KiB of the disk (not restored). With --fault-rate on soft:blk, one-shot faults (bad used ids, duplicates, length overflow, index jumps, lying flags, DEVICE_NEEDS_RESET, a request never completed) strike at random points. Exit status 1 when a block read back corrupt, a request was lost or given up on, or the soak stopped early.")
 
         @Argument(help: ArgumentHelp("The device: \(DeviceSpec.syntax)."))
         var device: String
@@ -60,8 +60,7 @@ extension VirtioCtl {
                     pick = pick &* 6364136223846793005 &+ 1442695040888963407
                     let all = SoftInjectedFault.allCases
                     let fault = all[Int(pick >> 33) % all.count]
-                    f.inject(fault, queue: q)
-                    return fault.name
+                    return f.inject(fault, queue: q) ? fault.name : nil
                 }
                 report = try soak.run()
             case let .pci(address):
@@ -80,12 +79,13 @@ extension VirtioCtl {
             case .normal:
                 print("soak \(device): \(report.completed) requests (\(report.reads) reads, \(report.writes) writes) over \(report.queues) queue(s) in \(String(format: "%.1f", report.seconds)) s")
                 print("  corrupt \(report.corrupt), lost \(report.lost), failed \(report.failed), retried \(report.retried), recoveries \(report.recoveries)")
+                if let why = report.stopped { print("  stopped early: \(why)") }
                 if !report.injected.isEmpty {
                     print("  faults injected: " + report.injected.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                 }
                 for (cause, n) in report.causes.sorted(by: { $0.value > $1.value }) { print("  recovered \(n)x after: \(cause)") }
             }
-            if report.corrupt > 0 || report.lost > 0 { throw ExitCode(1) }
+            if report.corrupt > 0 || report.lost > 0 || report.failed > 0 || report.stopped != nil { throw ExitCode(1) }
         }
     }
 }

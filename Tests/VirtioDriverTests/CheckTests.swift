@@ -55,6 +55,8 @@ import VirtioSoftDevice
         ("vfs=2,admin_fault=status", "status and status_qualifier hold defined values"),
         ("admin=on,admin_fault=short", "whole command_specific_result"),
         ("vfs=2,admin_fault=hang", "completes each admin command"),
+        // Completes every request OK and moves no data: only the read-back catches it.
+        ("null=on", "moves the data"),
     ])
     func eachFaultIsNamed(spec: String, clause: String) throws {
         let r = try check(spec, timeoutMs: 300)
@@ -97,5 +99,10 @@ import VirtioSoftDevice
         #expect(text.contains("MUST: used length") && text.contains("clause:"))
         let (s2, _, err) = try virtioctl(["check", "soft:blk,fault=gremlins"])
         #expect(s2 == 2 && err.contains("gremlins"))
+        let (s3, _, err3) = try virtioctl(["check", "soft:blk", "--read-only", "--write"])
+        #expect(s3 != 0 && err3.contains("contradict"))
+        // Read-only: nothing written, nothing to restore, still clean.
+        let (s4, out4, _) = try virtioctl(["check", "soft:blk", "--read-only"])
+        #expect(s4 == 0 && out4.contains("read and compare") && !out4.contains("restore"))
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 import VirtioRing
 
@@ -18,7 +17,7 @@ struct ProcessResources: Equatable, CustomStringConvertible {
             case target.contains("[eventfd]"): "eventfds"
             case target.contains("[timerfd]"): "timerfds"
             case target.hasPrefix("/memfd:"): "memfds"
-            case target.hasPrefix("/dev/vfio"): "VFIO fds"
+            case target.hasPrefix("/dev/vfio"), target.contains("[vfio-device]"): "VFIO fds"
             case target.hasPrefix("socket:"): "sockets"
             case target.hasPrefix("/dev/shm/"): "statistics region fds"
             default: nil
@@ -75,7 +74,9 @@ struct LeakCheck: TestTrait, SuiteTrait, TestScoping {
         guard Self.enabled, testCase != nil else { return try await function() }
         _ = Self.warmUp
         let before = ProcessResources.snapshot()
-        try await function()
+        // A test that throws is checked too (its error is rethrown after).
+        var thrown: (any Error)?
+        do { try await function() } catch { thrown = error }
         // Threads and fds closed by a deinit on another thread settle within moments.
         var left = ProcessResources.snapshot().excess(over: before)
         var waited = 0
@@ -87,12 +88,9 @@ struct LeakCheck: TestTrait, SuiteTrait, TestScoping {
         if !left.isEmpty {
             Issue.record("\(test.name) left behind: \(left.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", "))")
         }
-        checked.add(1, ordering: .relaxed)
+        if let thrown { throw thrown }
     }
 }
-
-/// Test cases checked so far (the last suite prints it).
-let checked = Atomic<Int>(0)
 
 extension Trait where Self == LeakCheck {
     /// Checks that each test leaves no DMA mapping, fd, eventfd or thread behind (see `LeakCheck`).
