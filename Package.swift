@@ -67,12 +67,13 @@ let package = Package(
             name: "VirtioDriverTests",
             dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
                            "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
-        // FUZZ TARGETS (tools/fuzz builds them with libFuzzer; see Sources/Fuzz*/)
-        // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay @main).
-        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing"]),
-        .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing"]),
-        .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore"]),
-        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing"]),
+        // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay
+        // @main, which FuzzReplay provides in plain builds so saved inputs replay in swift test).
+        .target(name: "FuzzReplay"),
+        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "FuzzReplay"]),
+        .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "FuzzReplay"]),
+        .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "FuzzReplay"]),
+        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "FuzzReplay"]),
     ],
     swiftLanguageModes: [.v6]
 )

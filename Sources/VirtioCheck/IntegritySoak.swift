@@ -102,7 +102,6 @@ public final class IntegritySoak<T: VirtioTransport> {
     /// device cannot be recovered or keeps breaking; throws only when the first fill fails.
     public func run() throws(BlockError) -> SoakReport {
         let start = monotonicMilliseconds()
-        defer { report.seconds = Double(monotonicMilliseconds() - start) / 1000 }
         // Every block gets a known generation first, through the synchronous helper.
         for b in 0..<options.blocks {
             generation[b] = 1
@@ -160,6 +159,7 @@ public final class IntegritySoak<T: VirtioTransport> {
             }
         }
         report.lost = inFlight
+        report.seconds = Double(monotonicMilliseconds() - start) / 1000
         return report
     }
 
