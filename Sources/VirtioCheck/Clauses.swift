@@ -46,10 +46,7 @@ enum Classify {
             return CheckFinding(.must, clause: Clause.blkConfig, why)
         case .queueFull, .tooManySegments, .outOfRange, .misaligned, .invalidRequest, .noSuchQueue, .queueCount:
             return CheckFinding(.failure, clause: Clause.checker, error.description)
-        case let .queueResetFailed(q, e):
-            if case .queueResetTimeout = e {
-                return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset still reads 1: the reset never finished")
-            }
+        case let .queueResetFailed(_, e):  // the queue is named in the VirtioError
             return finding(e)
         default:
             return CheckFinding(.failure, clause: Clause.completes, error.description)
@@ -81,6 +78,8 @@ enum Classify {
             return CheckFinding(.failure, clause: Clause.configGeneration, "config_generation changed during each of \(n) reads")
         case let .queueResetTimeout(q):
             return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset still reads 1: the reset never finished")
+        case let .queueStillEnabled(q):
+            return CheckFinding(.must, clause: Clause.queueReset, "queue \(q): queue_reset reads 0 but queue_enable still reads 1")
         case let .dma(e):
             return CheckFinding(.failure, clause: Clause.checker, "out of DMA memory for another attach (\(e)); run with a larger --dma")
         case let .invalidQueueSize(q, size, max, packed) where !packed && max & (max &- 1) != 0:

@@ -12,6 +12,8 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
     case featuresRejected([String])
     case resetTimeout(status: UInt8)
     case queueResetTimeout(queue: Int)
+    /// queue_reset read 0 but queue_enable still reads 1: the reset is not done, whatever the device says.
+    case queueStillEnabled(queue: Int)
     case deviceNeedsReset
     /// device_status reads 0xFF: the function is gone (surprise removal), every read returns all ones.
     case deviceGone
@@ -45,6 +47,8 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
             "device did not finish reset: device_status still reads 0x\(String(s, radix: 16)) after the wait"
         case let .queueResetTimeout(q):
             "queue \(q) did not finish its reset: queue_reset still reads 1 after the wait"
+        case let .queueStillEnabled(q):
+            "queue \(q) did not finish its reset: queue_reset reads 0 but queue_enable still reads 1 (a reset queue reads 0 in both)"
         case .deviceGone:
             "device_status reads 0xFF: the device is gone (surprise removal or a dead link); nothing it returns can be trusted"
         case .deviceNeedsReset:

@@ -209,7 +209,11 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         try select(queue)
         try write(common, VirtioPCI.queueReset, 2, 1)
         for _ in 0..<10_000 {
-            if try common16(VirtioPCI.queueReset) == 0 { return }
+            if try common16(VirtioPCI.queueReset) == 0 {
+                // Virtqueue Reset: once done the device presents 0 in queue_reset and in queue_enable.
+                guard try common16(VirtioPCI.queueEnable) == 0 else { throw .queueStillEnabled(queue: queue) }
+                return
+            }
             usleep(100)
         }
         throw .queueResetTimeout(queue: queue)

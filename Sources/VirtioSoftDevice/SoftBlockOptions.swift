@@ -288,6 +288,8 @@ public struct SoftFaults: Sendable, Equatable {
     public var oddNotifyMultiplier = false
     /// queue_reset keeps reading 1 for this many reads.
     public var queueResetDelayReads = 0
+    /// After a queue reset, queue_enable keeps reading 1 (queue_reset reads 0 as if done).
+    public var queueEnableStuckAfterReset = false
     /// Requests complete with this status byte instead of the real one.
     public var statusOverride: UInt8?
     /// Hostile modes strike after this many completed requests.

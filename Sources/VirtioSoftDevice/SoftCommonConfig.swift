@@ -178,6 +178,7 @@ extension SoftPCIFunction {
                 let maxSize = UInt16(personality.maxQueueSize)
                 r.queues[q] = QueueRegisters(size: maxSize)
                 r.queues[q].resetReadsLeft = faults.queueResetDelayReads
+                if faults.queueEnableStuckAfterReset { r.queues[q].enabled = true }
             default:
                 violation("transport-pci.tex: the driver does not write read-only fields",
                           "write to read-only common config field at 0x\(String(offset, radix: 16))")

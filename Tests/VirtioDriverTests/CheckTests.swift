@@ -8,8 +8,8 @@ import VirtioSoftDevice
 /// `virtioctl check` against the software device: clean when nothing is wrong, and each hostile
 /// mode named by the clause it breaks.
 @Suite(.leakChecked) struct CheckTests {
-    func check(_ spec: String, timeoutMs: Int = 5_000) throws -> CheckReport {
-        let f = try softBlock(spec)
+    func check(_ spec: String, timeoutMs: Int = 5_000, faults: SoftFaults = SoftFaults()) throws -> CheckReport {
+        let f = try softBlock(spec, faults: faults)
         var o = CheckOptions()
         o.timeoutMilliseconds = timeoutMs
         let checker = DeviceChecker(transport: try PCITransport(function: f), options: o)
@@ -62,6 +62,16 @@ import VirtioSoftDevice
         let r = try check(spec, timeoutMs: 300)
         #expect(!r.clean)
         #expect(r.findings.contains { $0.clause.contains(clause) }, "\(spec): \(r.findings.map(\.clause))")
+    }
+
+    /// A queue reset the device reports done (queue_reset 0) while queue_enable still reads 1.
+    @Test func aHalfDoneQueueResetIsNamed() throws {
+        var faults = SoftFaults()
+        faults.queueEnableStuckAfterReset = true
+        let r = try check("", faults: faults)
+        let step = r.steps.first { $0.name == "ring reset" }
+        #expect(step?.findings.first?.message == "queue 0: queue_reset reads 0 but queue_enable still reads 1", "\(String(describing: step))")
+        #expect(step?.findings.first?.clause.contains("present 0 in queue_reset and queue_enable") == true)
     }
 
     @Test func eagainIsAllowedAndCounted() throws {
