@@ -90,20 +90,13 @@ extension DeviceChecker {
         while true {
             let r: AdminResponse
             do { r = try channel.send(command) } catch { return Classify.finding(error) }
-            if case .reserved = r.status {
-                return Classify.finding(AdminError.commandFailed(opcode: command.opcode, group: command.group, member: command.memberID,
-                                                                 status: r.status, qualifier: r.qualifier))
-            }
-            if case .reserved = r.qualifier {
-                return Classify.finding(AdminError.commandFailed(opcode: command.opcode, group: command.group, member: command.memberID,
-                                                                 status: r.status, qualifier: r.qualifier))
-            }
+            // A reserved status or qualifier differs from what it counts as; Classify names it, and an endless EAGAIN.
+            let failed = AdminError.commandFailed(opcode: command.opcode, group: command.group, member: command.memberID,
+                                                  status: r.status, qualifier: r.qualifier)
+            if r.status != r.status.effective || r.qualifier != r.qualifier.effective { return Classify.finding(failed) }
             if r.status == .eagain {
                 eagain += 1
-                guard eagain < 16 else {
-                    return Classify.finding(AdminError.commandFailed(opcode: command.opcode, group: command.group,
-                                                                     member: command.memberID, status: r.status, qualifier: r.qualifier))
-                }
+                guard eagain < 16 else { return Classify.finding(failed) }
                 usleep(UInt32(100 << min(eagain, 10)))
                 continue
             }

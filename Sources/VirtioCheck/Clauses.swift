@@ -53,11 +53,11 @@ enum Classify {
         }
     }
 
-    static func finding(_ result: BlockResult, sector: UInt64) -> CheckFinding {
+    static func finding(_ result: BlockResult, sector: UInt64, what: String) -> CheckFinding {
         switch result {
         case .ok: CheckFinding(.failure, clause: Clause.checker, "a successful completion taken for a failure")
         case .ioError: finding(BlockError.ioError(sector: sector))
-        case .unsupported: finding(BlockError.deviceUnsupported("a read or write"))
+        case .unsupported: finding(BlockError.deviceUnsupported(what))
         case let .protocolError(e): finding(e)
         }
     }

@@ -154,7 +154,7 @@ extension DeviceChecker {
     /// Reads into every buffer slot and kicks without polling: requests the device holds at a reset.
     private func submitWithoutPolling(_ blk: BlockDevice<T>, _ buffers: DMARegion) throws(BlockError) -> Int {
         let q = blk.queuePointer(0)
-        let n = min(8, area.blocks, q.pointee.slotsFree, q.pointee.virtqueue.freeDescriptors / 3)
+        let n = min(8, area.blocks, q.pointee.singleSegmentRequestsFree)
         for i in 0..<n {
             let d = buffers.slice(offset: i * TestArea.blockBytes, length: TestArea.blockBytes)
             try q.pointee.submit(.read, sector: area.sector(i), data: BufferElement(address: d.deviceAddress, length: UInt32(d.length)), tag: UInt64(i))

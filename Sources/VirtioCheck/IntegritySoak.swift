@@ -77,9 +77,7 @@ public final class IntegritySoak<T: VirtioTransport> {
         guard UInt64(options.blocks) * 8 <= blk.config.capacitySectors else {
             throw .invalidRequest("\(options.blocks) blocks of 4 KiB do not fit the device (\(blk.config.capacitySectors / 8) blocks)")
         }
-        let perRequest = blk.negotiated.contains(VirtioFeature.indirectDesc) ? 1 : 3
-        let q = blk.queuePointer(0)
-        depth = max(1, min(options.depth, q.pointee.slotsFree, q.pointee.virtqueue.freeDescriptors / perRequest))
+        depth = max(1, min(options.depth, blk.queuePointer(0).pointee.singleSegmentRequestsFree))
         generation = Array(repeating: 0, count: options.blocks)
         busy = Array(repeating: false, count: options.blocks)
         slots = Array(repeating: Array(repeating: nil, count: depth), count: blk.queueCount)
@@ -130,7 +128,11 @@ public final class IntegritySoak<T: VirtioTransport> {
                     do { c = try queue.pointee.poll() } catch { trouble = Classify.finding(error); break queues }
                     guard let c else { break }
                     let s = Int(c.tag)
-                    guard c.result == .ok else { trouble = Classify.finding(c.result, sector: UInt64(slots[q][s]!.block * 8)); break queues }
+                    guard c.result == .ok else {
+                        let r = slots[q][s]!
+                        trouble = Classify.finding(c.result, sector: UInt64(r.block * 8), what: r.write ? "write" : "read")
+                        break queues
+                    }
                     complete(q, s)
                     if options.faultRate > 0, let injectFault, Double(random(1 << 30)) < options.faultRate * Double(1 << 30) {
                         if let name = injectFault(random(blk.queueCount)) { report.injected[name, default: 0] += 1 }
@@ -222,37 +224,5 @@ public final class IntegritySoak<T: VirtioTransport> {
             }
             blk.queuePointer(q).pointee.kick()
         }
-    }
-}
-
-/// The self-checking block format: `le32 block; le32 generation; le64 checksum` then 4080 bytes of
-/// a pattern from (block, generation). The checksum (FNV-1a of the pattern) catches torn or stale data.
-enum BlockImage {
-    static func fill(_ d: DMARegion, block: Int, generation: UInt32) {
-        var x = UInt64(block) &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(generation) &* 0xBF58_476D_1CE4_E5B9 | 1
-        for i in stride(from: 16, to: 4096, by: 8) {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17
-            d.pointer.storeBytes(of: x.littleEndian, toByteOffset: i, as: UInt64.self)
-        }
-        d.pointer.storeBytes(of: UInt32(block).littleEndian, toByteOffset: 0, as: UInt32.self)
-        d.pointer.storeBytes(of: generation.littleEndian, toByteOffset: 4, as: UInt32.self)
-        d.pointer.storeBytes(of: checksum(d).littleEndian, toByteOffset: 8, as: UInt64.self)
-    }
-
-    /// A header no block carries (block number 0xFFFFFFFF).
-    static func poison(_ d: DMARegion) {
-        d.pointer.storeBytes(of: UInt32.max, toByteOffset: 0, as: UInt32.self)
-    }
-
-    static func verify(_ d: DMARegion, block: Int, generation: UInt32) -> Bool {
-        UInt32(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == UInt32(block)
-            && UInt32(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) == generation
-            && UInt64(littleEndian: d.pointer.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == checksum(d)
-    }
-
-    static func checksum(_ d: DMARegion) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for i in 16..<4096 { h = (h ^ UInt64(d.pointer.load(fromByteOffset: i, as: UInt8.self))) &* 0x100_0000_01B3 }
-        return h
     }
 }

@@ -213,6 +213,11 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
     public var inFlight: Int { slotCount - freeCount }
     /// How many more requests can be submitted right now (each may need several descriptors).
     public var slotsFree: Int { freeCount }
+    /// Requests with one data segment that fit right now: one descriptor each with indirect tables,
+    /// three (header, data, status) without.
+    public var singleSegmentRequestsFree: Int {
+        min(freeCount, virtqueue.freeDescriptors / (virtqueue.features.indirect ? 1 : 3))
+    }
 
     /// Checks a request against the device before anything is written.
     @inlinable
