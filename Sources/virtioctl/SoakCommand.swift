@@ -3,7 +3,6 @@ import Foundation
 import VirtioCheck
 import VirtioCore
 import VirtioDrivers
-import VirtioPCI
 import VirtioSoftDevice
 
 extension VirtioCtl {
@@ -13,20 +12,14 @@ extension VirtioCtl {
             abstract: "Random reads and writes of self-checking 4 KiB blocks over every request queue, recovering from device faults; reports completed, retried, corrupt and lost requests.",
             discussion: "Writes test data over the first --blocks x 4 KiB of the disk (not restored). With --fault-rate on soft:blk, one-shot faults (bad used ids, duplicates, length overflow, index jumps, lying flags, DEVICE_NEEDS_RESET, a request never completed) strike at random points. Exit status 1 when a block read back corrupt, a request was lost or given up on, or the soak stopped early.")
 
-        @Argument(help: ArgumentHelp("The device: \(DeviceSpec.syntax)."))
-        var device: String
+        @OptionGroup var device: DeviceOptions
 
         @Option(help: "Requests to complete (reads and writes, 50/50).") var requests = 100_000
         @Option(help: "Blocks of 4 KiB to spread the requests over.") var blocks = 1024
-        @Option(help: "Request queues to use (default: all the device offers).") var queues: Int?
         @Option(help: "Requests in flight per queue.") var depth = 16
         @Option(help: "Chance per completion that a fault is injected (soft:blk only), e.g. 0.0001.") var faultRate = 0.0
         @Option(help: "How long a request may stay with the device before it counts as hung, in ms.") var timeout = 200
         @Option(help: "Random seed (the same seed gives the same requests).") var seed: UInt64 = 1
-        @Option(name: [.short, .long], help: "Output: normal or json.") var output: OutputFormat = .normal
-        @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).") var noiommu = false
-        @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.") var dma: String = "64M"
-        @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.") var verbose = false
 
         func validate() throws {
             guard requests >= 1 else { throw ValidationError("--requests must be at least 1") }
@@ -34,7 +27,25 @@ extension VirtioCtl {
             guard (1...256).contains(depth) else { throw ValidationError("--depth must be 1...256") }
             guard (0...0.5).contains(faultRate) else { throw ValidationError("--fault-rate must be 0...0.5") }
             guard (10...600_000).contains(timeout) else { throw ValidationError("--timeout must be 10...600000 ms") }
-            if let queues, !(1...64).contains(queues) { throw ValidationError("--queues must be 1...64") }
+            guard device.interrupts == .poll else { throw ValidationError("soak polls, and recovery is poll mode only: drop --interrupts msix") }
+        }
+
+        /// The soak on the attached device; on soft:blk the fault injector arms one-shot faults at random.
+        struct Run: BlockDeviceUser {
+            let options: SoakOptions
+            func run<T: VirtioTransport>(_ blk: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?) throws -> SoakReport {
+                let soak = try IntegritySoak(blk, options: options)
+                if let soft, options.faultRate > 0 {
+                    var pick = options.seed
+                    soak.injectFault = { q in
+                        pick = pick &* 6364136223846793005 &+ 1442695040888963407
+                        let all = SoftInjectedFault.allCases
+                        let fault = all[Int(pick >> 33) % all.count]
+                        return soft.inject(fault, queue: q) ? fault.name : nil
+                    }
+                }
+                return try soak.run()
+            }
         }
 
         func run() throws {
@@ -45,39 +56,17 @@ extension VirtioCtl {
             o.faultRate = faultRate
             o.timeoutMilliseconds = timeout
             o.seed = seed
-            let logger = cliLogger(verbose: verbose)
-            var attach = BlockAttachOptions()
-            attach.queues = queues
-            attach.timeoutMilliseconds = max(timeout, 1000)
-            let report: SoakReport
-            switch try DeviceSpec(parsing: device) {
-            case let .softBlock(options):
-                let f = try SoftPCIFunction.block(options)
-                let soak = try IntegritySoak(try BlockDevice(transport: try PCITransport(function: f, logger: logger), options: attach,
-                                                             logger: logger), options: o)
-                var pick = seed
-                soak.injectFault = { q in
-                    pick = pick &* 6364136223846793005 &+ 1442695040888963407
-                    let all = SoftInjectedFault.allCases
-                    let fault = all[Int(pick >> 33) % all.count]
-                    return f.inject(fault, queue: q) ? fault.name : nil
+            // Refused before anything is opened: a real device cannot be told to misbehave.
+            if faultRate > 0 {
+                guard case .softBlock = try device.spec() else {
+                    throw CLIError("--fault-rate needs a software device (soft:blk); for one behind vfio-user, serve it with `softdev serve soft:blk,fault=...`")
                 }
-                report = try soak.run()
-            case let .pci(address):
-                guard faultRate == 0 else { throw CLIError("--fault-rate needs a software device (soft:blk); a real device cannot be told to misbehave") }
-                let t = try PCITransport(function: try openVFIO(address: address, dma: dma, noiommu: noiommu), logger: logger)
-                report = try IntegritySoak(try BlockDevice(transport: t, options: attach, logger: logger), options: o).run()
-            case let .vfioUser(path):
-                guard faultRate == 0 else { throw CLIError("--fault-rate needs a software device (soft:blk); use soft:blk or serve one with `softdev serve soft:blk,fault=...`") }
-                let t = try openVFIOUser(path: path, dma: dma, logger: logger)
-                report = try IntegritySoak(try BlockDevice(transport: t, options: attach, logger: logger), options: o).run()
-            case .softBalloon:
-                throw CLIError("soak needs a block device; \(device) is a balloon")
             }
-            switch output {
+            let report = try device.withBlockDevice(Run(options: o))
+            switch device.output {
             case .json: try printJSON(report)
             case .normal:
-                print("soak \(device): \(report.completed) requests (\(report.reads) reads, \(report.writes) writes) over \(report.queues) queue(s) in \(String(format: "%.1f", report.seconds)) s")
+                print("soak \(device.device): \(report.completed) requests (\(report.reads) reads, \(report.writes) writes) over \(report.queues) queue(s) in \(String(format: "%.1f", report.seconds)) s")
                 print("  corrupt \(report.corrupt), lost \(report.lost), failed \(report.failed), retried \(report.retried), recoveries \(report.recoveries)")
                 if let why = report.stopped { print("  stopped early: \(why)") }
                 if !report.injected.isEmpty {

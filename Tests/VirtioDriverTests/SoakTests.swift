@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VirtioCheck
 import VirtioDrivers
@@ -86,5 +87,20 @@ extension SoakTests {
         let r = try IntegritySoak(blk, options: o).run()
         #expect(r.corrupt == 0 && r.completed == 0 && r.failed == 40 && r.lost == 0, "\(r)")
         #expect(r.retried == 40 * (IntegritySoak<SoftTransport>.maxAttempts - 1), "\(r)")
+    }
+}
+
+extension SoakTests {
+    @Test func theCLIReportsAndRefusesFaultsOnRealDevices() throws {
+        let (rc, out, err) = try virtioctl(["soak", "soft:blk,queues=2", "--requests", "2000", "--blocks", "64", "--fault-rate", "0.01", "-o", "json"])
+        #expect(rc == 0, "\(err)")
+        struct R: Decodable { let completed, corrupt, lost, failed, recoveries: Int }
+        let r = try JSONDecoder().decode(R.self, from: Data(out.utf8))
+        #expect(r.completed == 2000 && r.corrupt == 0 && r.lost == 0 && r.failed == 0 && r.recoveries > 0)
+        // Refused before anything is opened (the socket does not even exist).
+        let (rc2, _, err2) = try virtioctl(["soak", "vfio-user:/nonexistent.sock", "--fault-rate", "0.1"])
+        #expect(rc2 != 0 && err2.contains("--fault-rate needs a software device"), "\(err2)")
+        let (rc3, _, err3) = try virtioctl(["soak", "soft:blk", "--interrupts", "msix"])
+        #expect(rc3 != 0 && err3.contains("poll mode only"), "\(err3)")
     }
 }
