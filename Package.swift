@@ -33,7 +33,7 @@ let package = Package(
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
         .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim", "CLibPCI"]),
         // vfio-user (QEMU docs/interop/vfio-user.rst): client (a PCIFunction) and server, fds over a UNIX socket.
-        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioRing", "CShim"]),
+        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim"]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.

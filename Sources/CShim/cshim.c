@@ -52,9 +52,20 @@ int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int sta
 
 int cshim_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
-/* sendmsg with up to CSHIM_MAX_FDS descriptors as SCM_RIGHTS; the whole buffer or -errno. */
-long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds) {
+#include <poll.h>
+#include <time.h>
+
+static int64_t monotonic_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* sendmsg with up to CSHIM_MAX_FDS descriptors as SCM_RIGHTS; the whole buffer or -errno.
+ * Non-blocking sends with poll in between, so a peer that stops reading costs at most timeout_ms. */
+long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds, int timeout_ms) {
     if (nfds < 0 || nfds > CSHIM_MAX_FDS) return -EINVAL;
+    int64_t deadline = timeout_ms < 0 ? -1 : monotonic_ms() + timeout_ms;
     union { char b[CMSG_SPACE(sizeof(int) * CSHIM_MAX_FDS)]; struct cmsghdr align; } control;
     size_t sent = 0;
     while (sent < len) {
@@ -70,10 +81,19 @@ long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *f
             c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
             memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
         }
-        ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+        ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR) continue;
-            return -errno;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) return -errno;
+            int wait = -1;
+            if (deadline >= 0) {
+                int64_t left = deadline - monotonic_ms();
+                if (left <= 0) return -ETIMEDOUT;
+                wait = (int)left;
+            }
+            struct pollfd p = { .fd = sock, .events = POLLOUT };
+            if (poll(&p, 1, wait) < 0 && errno != EINTR) return -errno;
+            continue;
         }
         sent += (size_t)n;
     }

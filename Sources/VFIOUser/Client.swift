@@ -1,5 +1,6 @@
 import CShim
 import Synchronization
+import VirtioCore
 import VirtioPCI
 import VirtioRing
 #if canImport(Glibc)
@@ -47,7 +48,8 @@ public final class SharedDMAMemory: DMAAllocator, @unchecked Sendable {
 /// A PCI function reached over vfio-user (`vfio-user:/path/to.sock`): configuration space and
 /// BARs through REGION_READ/WRITE, DMA memory shared by memfd, MSI-X through eventfds passed
 /// with DEVICE_SET_IRQS. Doorbell writes are posted (no reply). If the server dies, every call
-/// fails with an error naming it (register reads included, so waiting drivers notice at once).
+/// fails with an error naming it (register reads included, so waiting drivers notice at once);
+/// a server that does not answer within `timeoutMilliseconds` is taken for gone the same way.
 public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     public let address: String
     let conn: VFIOUserConnection
@@ -59,27 +61,33 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     let dead = Atomic<Bool>(false)
     private var interruptFDs: [Int32] = []
     public let serverCapabilities: String
+    /// How long any command may wait for its reply (and a message for the rest of its bytes).
+    public let timeoutMilliseconds: Int
+    /// The default bound, as QEMU's vfio-user client has one.
+    public static let defaultTimeoutMilliseconds = 5_000
 
-    public init(path: String, dmaBytes: Int) throws(VFIOUserError) {
+    public init(path: String, dmaBytes: Int, timeoutMilliseconds: Int = VFIOUserFunction.defaultTimeoutMilliseconds) throws(VFIOUserError) {
         address = "vfio-user:\(path)"
+        self.timeoutMilliseconds = timeoutMilliseconds
         conn = try VFIOUserConnection.connect(path: path)
+        conn.sendTimeoutMilliseconds = timeoutMilliseconds
         do { memory = try SharedDMAMemory(size: dmaBytes) } catch { throw .io("DMA memory: \(error)") }
         var sizes = [Int](repeating: 0, count: Int(VFIOUserConst.numRegions))
         var maps = [UnsafeMutableRawPointer?](repeating: nil, count: 6)
         var caps = ""
         // VERSION first: major 0, our capabilities.
         let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
-        let v = try Self.request(conn, lock, .version, VFIOUserPayload.version(major: 0, minor: 1, json: json))
+        let v = try Self.request(conn, lock, timeoutMilliseconds, .version, VFIOUserPayload.version(major: 0, minor: 1, json: json))
         guard let parsed = VFIOUserPayload.parseVersion(v.payload), parsed.major == 0, parsed.minor <= 1 else {
             throw .protocolError("the server answered VERSION with an unsupported version")
         }
         caps = parsed.json
-        let info = LEReader(try Self.request(conn, lock, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
+        let info = LEReader(try Self.request(conn, lock, timeoutMilliseconds, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
         guard info.u32(4) & VFIOUserConst.devicePCI != 0, info.u32(8) >= VFIOUserConst.numRegions else {
             throw .protocolError("the server's device is not a PCI device with \(VFIOUserConst.numRegions) regions")
         }
         for index in 0..<Int(VFIOUserConst.numRegions) where index < 6 || index == Int(VFIOUserConst.configRegion) {
-            let r = try Self.request(conn, lock, .deviceGetRegionInfo,
+            let r = try Self.request(conn, lock, timeoutMilliseconds, .deviceGetRegionInfo,
                                      VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
             let info = LEReader(r.payload)
             // The server's word: a size no BAR or config space can have is refused, not trapped on.
@@ -101,7 +109,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         mapped = maps
         serverCapabilities = caps
         // All DMA memory in one window the server maps from our memfd.
-        _ = try Self.request(conn, lock, .dmaMap,
+        _ = try Self.request(conn, lock, timeoutMilliseconds, .dmaMap,
                              VFIOUserPayload.dmaMap(flags: VFIOUserConst.dmaRead | VFIOUserConst.dmaWrite, offset: 0,
                                                     address: memory.deviceBase, size: UInt64(memory.size)),
                              fds: [memory.fd])
@@ -112,21 +120,24 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         for (i, p) in mapped.enumerated() { if let p { munmap(p, regionSizes[i]) } }
     }
 
-    /// One command and its reply (an error reply throws); serialised with the lock.
-    static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ cmd: VFIOUserCommand, _ payload: [UInt8],
-                        fds: [Int32] = [], noReply: Bool = false, memory: SharedDMAMemory? = nil) throws(VFIOUserError) -> VFIOUserMessage {
+    /// One command and its reply (an error reply throws); serialised with the lock. The reply,
+    /// and any server commands before it, must arrive within `timeout` ms of the send.
+    static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ timeout: Int, _ cmd: VFIOUserCommand,
+                        _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false,
+                        memory: SharedDMAMemory? = nil) throws(VFIOUserError) -> VFIOUserMessage {
         let result: Result<VFIOUserMessage, VFIOUserError> = lock.withLock { id in
             id &+= 1
             do throws(VFIOUserError) {
                 try conn.send(VFIOUserMessage(id: id, command: cmd, flags: noReply ? VFIOUserHeader.noReply : 0,
                                               payload: payload, fds: fds))
                 if noReply { return .success(VFIOUserMessage(id: id, command: cmd)) }
-                var r = try conn.receive()
+                let deadline = monotonicNanoseconds() &+ UInt64(timeout) &* 1_000_000
+                var r = try conn.receive(deadline: deadline)
                 // Without a twin socket the server's own commands (DMA_READ/DMA_WRITE) arrive
                 // between our command and its reply: answer them, then keep waiting.
                 while !r.header.isReply {
                     try answerServer(r, conn: conn, memory: memory)
-                    r = try conn.receive()
+                    r = try conn.receive(deadline: deadline)
                 }
                 guard r.header.messageID == id else {
                     for f in r.fds { close(f) }
@@ -134,6 +145,9 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
                 }
                 if r.header.isError { return .failure(.remote(command: cmd.rawValue, errno: r.header.error)) }
                 return .success(r)
+            } catch let .timedOut(why) {
+                let detail = why.hasPrefix("\(conn.peer): ") ? String(why.dropFirst(conn.peer.count + 2)) : why
+                return .failure(.timedOut("\(conn.peer): no reply to \(cmd.specName) within \(timeout) ms (\(detail)); the server is taken for gone"))
             } catch {
                 return .failure(error)
             }
@@ -174,10 +188,14 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     func call(_ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false) throws(PCIError) -> VFIOUserMessage {
         if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
-        do { return try Self.request(conn, lock, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
-            if case .disconnected = error { dead.store(true, ordering: .releasing) }
-            if case .io = error { dead.store(true, ordering: .releasing) }
-            throw .io("\(address): \(error)")
+        do { return try Self.request(conn, lock, timeoutMilliseconds, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
+            switch error {
+            // Gone, or silent past the bound: later calls fail at once instead of waiting again
+            // (a reply that comes late would be taken for the next command's).
+            case .disconnected, .io, .timedOut: dead.store(true, ordering: .releasing)
+            case .protocolError, .remote: throw .io("\(address): \(error)")
+            }
+            throw .io("\(error)")  // these name the socket already
         }
     }
 

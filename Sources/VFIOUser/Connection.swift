@@ -1,4 +1,5 @@
 import CShim
+import VirtioCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -12,14 +13,17 @@ public enum VFIOUserError: Error, Sendable, Equatable, CustomStringConvertible {
     case protocolError(String)
     /// The peer answered with an error reply (its errno).
     case remote(command: UInt16, errno: UInt32)
+    /// The peer did not answer (or finish a message, or take one) before the deadline.
+    case timedOut(String)
 
     public var description: String {
         switch self {
         case let .io(why): why
         case let .disconnected(why): why
+        case let .timedOut(why): why
         case let .protocolError(why): "vfio-user protocol error: \(why)"
         case let .remote(c, e):
-            "vfio-user \(VFIOUserCommand(rawValue: c).map { "\($0)" } ?? "command \(c)") failed on the server: \(e <= 4095 ? String(cString: strerror(Int32(e))) : "not an errno") (errno \(e))"
+            "vfio-user \(VFIOUserCommand(rawValue: c).map(\.specName) ?? "command \(c)") failed on the server: \(e <= 4095 ? String(cString: strerror(Int32(e))) : "not an errno") (errno \(e))"
         }
     }
 }
@@ -67,59 +71,86 @@ public final class VFIOUserConnection: @unchecked Sendable {
             throw .io("cannot connect to vfio-user server \(path): \(String(cString: strerror(e)))"
                 + (e == ENOENT || e == ECONNREFUSED ? " (is `virtioctl softdev serve --socket \(path)` running?)" : ""))
         }
-        return VFIOUserConnection(fd: s, peer: path)
+        return VFIOUserConnection(fd: s, peer: "vfio-user:\(path)")
     }
+
+    /// How long a message may take to go out once sending starts (a peer that stops reading
+    /// fills the socket buffer); nil waits for ever.
+    public var sendTimeoutMilliseconds: Int?
 
     /// Sends one message with its descriptors.
     public func send(_ m: VFIOUserMessage) throws(VFIOUserError) {
         let bytes = m.bytes
+        let timeout = Int32(clamping: sendTimeoutMilliseconds ?? -1)
         let rc = bytes.withUnsafeBytes { b in
-            m.fds.withUnsafeBufferPointer { f in cshim_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count)) }
+            m.fds.withUnsafeBufferPointer { f in cshim_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), timeout) }
         }
         if rc == -Int(EPIPE) || rc == -Int(ECONNRESET) { throw .disconnected("\(peer): the peer closed the connection") }
+        if rc == -Int(ETIMEDOUT) {
+            throw .timedOut("\(peer): the peer took no data for \(sendTimeoutMilliseconds ?? 0) ms (message \(m.header.messageID) not sent whole)")
+        }
         guard rc == bytes.count else { throw .io("\(peer): send: \(String(cString: strerror(Int32(-rc))))") }
     }
 
     /// Receives one whole message; descriptors that came with it are the caller's to close.
-    public func receive(maxSize: Int = VFIOUserConst.maxMessage) throws(VFIOUserError) -> VFIOUserMessage {
+    /// With a `deadline` (CLOCK_MONOTONIC ns) the whole message, its first byte included, must
+    /// have arrived by then, else `.timedOut` (a silent peer, or one that stalls mid-message).
+    public func receive(maxSize: Int = VFIOUserConst.maxMessage, deadline: UInt64? = nil) throws(VFIOUserError) -> VFIOUserMessage {
         var head = [UInt8](repeating: 0, count: VFIOUserHeader.length)
         var fds = [Int32](repeating: -1, count: Int(CSHIM_MAX_FDS))
         var got = 0
         var nfds: Int32 = 0
         var all: [Int32] = []
+        func fail(_ e: VFIOUserError) -> VFIOUserError {
+            for x in all { Glibc.close(x) }
+            return e
+        }
         while got < head.count {
+            do { try waitReadable(until: deadline, got: got, of: head.count) } catch { throw fail(error) }
             let n = head.withUnsafeMutableBytes { h in
                 fds.withUnsafeMutableBufferPointer { f in
                     cshim_recv_with_fds(fd, h.baseAddress! + got, h.count - got, f.baseAddress, CSHIM_MAX_FDS, &nfds)
                 }
             }
-            if n == 0 {
-                for x in all { Glibc.close(x) }
-                throw .disconnected("\(peer): the peer closed the connection")
-            }
+            if n == -Int(EAGAIN) { continue }
+            if n == 0 { throw fail(.disconnected("\(peer): the peer closed the connection")) }
             guard n > 0 else {
-                for x in all { Glibc.close(x) }
-                if n == -Int(ECONNRESET) { throw .disconnected("\(peer): connection reset") }
-                throw .io("\(peer): receive: \(String(cString: strerror(Int32(-n))))")
+                if n == -Int(ECONNRESET) { throw fail(.disconnected("\(peer): connection reset")) }
+                throw fail(.io("\(peer): receive: \(String(cString: strerror(Int32(-n))))"))
             }
             all += fds.prefix(Int(nfds))
             got += n
         }
         let header = VFIOUserHeader(decoding: head)
         guard header.size >= UInt32(VFIOUserHeader.length), header.size <= UInt32(maxSize) else {
-            for x in all { Glibc.close(x) }
-            throw .protocolError("message size \(header.size) is outside 16...\(maxSize)")
+            throw fail(.protocolError("message size \(header.size) is outside 16...\(maxSize)"))
         }
         var payload = [UInt8](repeating: 0, count: Int(header.size) - VFIOUserHeader.length)
         var done = 0
         while done < payload.count {
-            let n = payload.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, 0) }
-            guard n > 0 else {
-                for x in all { Glibc.close(x) }
-                throw .disconnected("\(peer): the peer closed the connection mid-message")
-            }
+            do { try waitReadable(until: deadline, got: VFIOUserHeader.length + done, of: Int(header.size)) } catch { throw fail(error) }
+            let n = payload.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, Int32(MSG_DONTWAIT)) }
+            if n < 0, errno == EAGAIN || errno == EINTR { continue }
+            guard n > 0 else { throw fail(.disconnected("\(peer): the peer closed the connection mid-message")) }
             done += n
         }
         return VFIOUserMessage(header: header, payload: payload, fds: all)
+    }
+
+    /// Waits until the socket has bytes (or EOF) to read, or the deadline passes.
+    func waitReadable(until deadline: UInt64?, got: Int, of expected: Int) throws(VFIOUserError) {
+        guard let deadline else { return }  // no bound: the blocking read waits
+        while true {
+            let now = monotonicNanoseconds()
+            guard now < deadline else {
+                throw .timedOut(got == 0 ? "\(peer): nothing arrived before the deadline"
+                    : got < VFIOUserHeader.length ? "\(peer): the peer stalled after \(got) bytes of a \(VFIOUserHeader.length)-byte message header"
+                    : "\(peer): the peer stalled after \(got) of the message's \(expected) bytes")
+            }
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let rc = poll(&p, 1, Int32(clamping: (deadline - now + 999_999) / 1_000_000))
+            if rc > 0 { return }
+            if rc < 0, errno != EINTR { throw .io("\(peer): poll: \(String(cString: strerror(errno)))") }
+        }
     }
 }

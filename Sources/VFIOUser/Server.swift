@@ -1,4 +1,5 @@
 import CShim
+import VirtioCore
 import VirtioPCI
 import VirtioRing
 #if canImport(Glibc)
@@ -24,7 +25,9 @@ public protocol VFIOUserHostedDevice: PCIFunction {
 /// Serves one `VFIOUserHostedDevice` on a UNIX socket, one client at a time (QEMU's
 /// docs/interop/vfio-user.rst). A malformed message gets an error reply; one that cannot be
 /// framed ends that connection; a client that leaves gets the device reset, its DMA memory
-/// unmapped and its eventfds closed, and the server waits for the next.
+/// unmapped and its eventfds closed, and the server waits for the next. A client that sends no
+/// VERSION within `timeoutMilliseconds` of connecting, stalls inside a message, or stops
+/// reading replies for that long is dropped the same way, so the next client is served.
 public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable {
     public let path: String
     public let device: D
@@ -32,8 +35,14 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     private var mapping: (pointer: UnsafeMutableRawPointer, length: Int, address: UInt64)?
     private var irqFDs: [Int32] = []
     public private(set) var clientsServed = 0
+    /// The bound on a silent new client, on the rest of a message once it started, and on a reply
+    /// the client will not take. Idle time between messages is not bounded: a driver polling its
+    /// rings in shared memory may send nothing for hours.
+    public var timeoutMilliseconds = 5_000
     /// What happened, for `softdev serve` to print (one line per event).
     public var log: (String) -> Void = { _ in }
+    /// A client dropped for breaking a bound (always worth telling the operator).
+    public var warn: (String) -> Void = { _ in }
 
     public init(path: String, device: D) throws(VFIOUserError) {
         self.path = path
@@ -76,6 +85,9 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
         clientsServed += 1
         log("client \(clientsServed) connected")
         var negotiated = false
+        let bound = UInt64(timeoutMilliseconds) * 1_000_000
+        let handshakeDeadline = monotonicNanoseconds() + bound
+        conn.sendTimeoutMilliseconds = timeoutMilliseconds
         defer {
             // The client is gone: reset the device, forget its memory and eventfds (vfio-user.rst "Disconnect").
             device.resetDevice()
@@ -85,10 +97,22 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
         }
         while !stop() {
             var p = pollfd(fd: conn.fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&p, 1, 500)
-            if ready == 0 { continue }
+            let now = monotonicNanoseconds()
+            let wait = negotiated || now >= handshakeDeadline ? 500 : min(500, Int32((handshakeDeadline - now) / 1_000_000) + 1)
+            let ready = poll(&p, 1, wait)
+            if ready == 0 {
+                if !negotiated, monotonicNanoseconds() >= handshakeDeadline {
+                    warn("client \(clientsServed) sent no VERSION within \(timeoutMilliseconds) ms; dropped")
+                    return
+                }
+                continue
+            }
             let m: VFIOUserMessage
-            do { m = try conn.receive() } catch {
+            // The whole message must be in within the bound once its first byte is (and before
+            // the handshake deadline while VERSION is still due).
+            let deadline = negotiated ? monotonicNanoseconds() + bound : handshakeDeadline
+            do { m = try conn.receive(deadline: deadline) } catch {
+                if case let .timedOut(why) = error { warn("\(why); dropped") }
                 if case let .protocolError(why) = error {
                     // Cannot be framed: tell the client (best effort) and end the connection.
                     log("unframeable message: \(why)")
@@ -108,7 +132,10 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
                                       error: e)
                 out.header.command = m.header.command
             }
-            do { try conn.send(out) } catch { return }
+            do { try conn.send(out) } catch {
+                if case let .timedOut(why) = error { warn("\(why); dropped") }
+                return
+            }
         }
     }
 

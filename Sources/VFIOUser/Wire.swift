@@ -5,6 +5,25 @@ public enum VFIOUserCommand: UInt16, Sendable, CaseIterable {
     case version = 1, dmaMap = 2, dmaUnmap = 3, deviceGetInfo = 4, deviceGetRegionInfo = 5, deviceGetRegionIOFDs = 6,
          deviceGetIRQInfo = 7, deviceSetIRQs = 8, regionRead = 9, regionWrite = 10, dmaRead = 11, dmaWrite = 12,
          deviceReset = 13
+
+    /// The protocol's own name (VFIO_USER_<name> in vfio-user.rst), for messages.
+    public var specName: String {
+        switch self {
+        case .version: "VERSION"
+        case .dmaMap: "DMA_MAP"
+        case .dmaUnmap: "DMA_UNMAP"
+        case .deviceGetInfo: "DEVICE_GET_INFO"
+        case .deviceGetRegionInfo: "DEVICE_GET_REGION_INFO"
+        case .deviceGetRegionIOFDs: "DEVICE_GET_REGION_IO_FDS"
+        case .deviceGetIRQInfo: "DEVICE_GET_IRQ_INFO"
+        case .deviceSetIRQs: "DEVICE_SET_IRQS"
+        case .regionRead: "REGION_READ"
+        case .regionWrite: "REGION_WRITE"
+        case .dmaRead: "DMA_READ"
+        case .dmaWrite: "DMA_WRITE"
+        case .deviceReset: "DEVICE_RESET"
+        }
+    }
 }
 
 /// Errno values carried in error replies (Linux numbering, as every implementation uses).

@@ -33,6 +33,9 @@ struct AdminOptions: ParsableArguments {
     @Option(help: "DMA memory to map for a PCI device, e.g. 64M.")
     var dma: String = "64M"
 
+    @OptionGroup var peer: PeerTimeoutOption
+    var peerTimeout: Int? { peer.milliseconds }
+
     func validate() throws {
         guard (1...600_000).contains(timeout) else { throw ValidationError("--timeout must be 1...600000 ms") }
     }
@@ -99,8 +102,8 @@ func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
         try run(try openVFIO(address: address, dma: o.dma, noiommu: o.noiommu))
     case .softBalloon:
         throw CLIError("\(device): the software balloon has no admin virtqueue; use soft:blk,vfs=N")
-    case let .vfioUser(path):
-        let t = try openVFIOUser(path: path, dma: o.dma, logger: o.logger)
+    case let .vfioUser(spec):
+        let t = try openVFIOUser(spec, dma: o.dma, peerTimeout: o.peerTimeout, logger: o.logger)
         try run(t.function)
     }
 }

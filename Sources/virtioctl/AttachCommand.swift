@@ -88,8 +88,8 @@ extension VirtioCtl {
                 try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
                 return
             }
-            if case let .vfioUser(path) = spec {
-                let t = try openVFIOUser(path: path, dma: device.dma, logger: device.logger)
+            if case let .vfioUser(vspec) = spec {
+                let t = try openVFIOUser(vspec, dma: device.dma, peerTimeout: device.peerTimeout, logger: device.logger)
                 if t.deviceType == .balloon {
                     guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }
                     try runBalloon(t, soft: nil, interval: 0)

@@ -42,6 +42,9 @@ extension VirtioCtl {
         @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.")
         var dma: String = "64M"
 
+        @OptionGroup var peer: PeerTimeoutOption
+        var peerTimeout: Int? { peer.milliseconds }
+
         @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
         var verbose = false
 
@@ -70,8 +73,9 @@ extension VirtioCtl {
                 case let .pci(address):
                     let f = try openVFIO(address: address, dma: dma, noiommu: noiommu)
                     report = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger).run()
-                case let .vfioUser(path):
-                    report = DeviceChecker(transport: try openVFIOUser(path: path, dma: dma, logger: logger), options: options, logger: logger).run()
+                case let .vfioUser(spec):
+                    let t = try openVFIOUser(spec, dma: dma, peerTimeout: peerTimeout, logger: logger)
+                    report = DeviceChecker(transport: t, options: options, logger: logger).run()
                 }
             } catch {
                 note("virtioctl: check \(device): \(error)")

@@ -53,6 +53,9 @@ struct DeviceOptions: ParsableArguments {
     @Option(help: "Completion mode: poll (busy-poll the used ring) or msix (sleep on MSI-X eventfds).")
     var interrupts: InterruptMode = .poll
 
+    @OptionGroup var peer: PeerTimeoutOption
+    var peerTimeout: Int? { peer.milliseconds }
+
     func validate() throws {
         if let queues, !(1...64).contains(queues) { throw ValidationError("--queues must be in 1...64") }
         if let queueSize, !(1...32768).contains(queueSize) { throw ValidationError("--queue-size must be in 1...32768") }
@@ -102,8 +105,8 @@ struct DeviceOptions: ParsableArguments {
             return try user.run(device, soft: nil)
         case .softBalloon:
             throw CLIError("\(device) is a virtio-balloon; this verb drives block devices (use `virtioctl attach` for a balloon)")
-        case let .vfioUser(path):
-            let transport = try openVFIOUser(path: path, dma: dma, logger: logger)
+        case let .vfioUser(spec):
+            let transport = try openVFIOUser(spec, dma: dma, peerTimeout: peerTimeout, logger: logger)
             let device = try BlockDevice(transport: transport, options: attach, logger: logger)
             return try user.run(device, soft: nil)
         }

@@ -1,3 +1,4 @@
+import ArgumentParser
 import VirtioSoftDevice
 
 /// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), or `vfio-user:PATH`.
@@ -5,9 +6,9 @@ enum DeviceSpec: Equatable {
     case softBlock(SoftBlockOptions)
     case softBalloon(SoftBalloonOptions)
     case pci(String)
-    case vfioUser(String)
+    case vfioUser(VFIOUserSpec)
 
-    static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH"
+    static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH[,timeout=MS]"
 
     init(parsing text: String) throws(CLIError) {
         if text.hasPrefix("soft:") {
@@ -24,9 +25,7 @@ enum DeviceSpec: Equatable {
                 throw CLIError("\(error)")
             }
         } else if text.hasPrefix("vfio-user:") {
-            let path = String(text.dropFirst("vfio-user:".count))
-            guard !path.isEmpty else { throw CLIError("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
-            self = .vfioUser(path)
+            self = .vfioUser(try VFIOUserSpec(parsing: String(text.dropFirst("vfio-user:".count))))
         } else if let address = Self.pciAddress(text) {
             self = .pci(address)
         } else {
@@ -50,6 +49,50 @@ enum DeviceSpec: Equatable {
         return "\(domain):\(bus):\(df[0]).\(df[1])"
     }
 }
+
+/// `vfio-user:PATH[,timeout=MS]`: the server's socket, and how long a reply may take.
+struct VFIOUserSpec: Equatable {
+    var path: String
+    /// From `timeout=`; nil leaves it to `--peer-timeout`.
+    var timeoutMilliseconds: Int?
+
+    init(path: String, timeoutMilliseconds: Int? = nil) {
+        self.path = path
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
+
+    init(parsing text: String) throws(CLIError) {
+        var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        path = parts.removeFirst()
+        guard !path.isEmpty else { throw CLIError("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
+        for part in parts {
+            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, kv[0] == "timeout" else {
+                throw CLIError("vfio-user:\(text): unknown key '\(part)'; vfio-user keys: timeout=MS (how long a reply may take)")
+            }
+            guard let ms = Int(kv[1]), peerTimeoutRange.contains(ms) else {
+                throw CLIError("vfio-user:\(text): timeout=\(kv[1]): expected milliseconds in \(peerTimeoutRange)")
+            }
+            timeoutMilliseconds = ms
+        }
+    }
+}
+
+/// `--peer-timeout MS`, for verbs that can reach a device through a socket peer.
+struct PeerTimeoutOption: ParsableArguments {
+    @Option(name: .customLong("peer-timeout"),
+            help: "How long to wait for a socket peer's reply (vfio-user), in milliseconds (default 5000); past it the peer is taken for gone.")
+    var milliseconds: Int?
+
+    func validate() throws {
+        if let milliseconds, !peerTimeoutRange.contains(milliseconds) {
+            throw ValidationError("--peer-timeout must be in \(peerTimeoutRange) ms")
+        }
+    }
+}
+
+/// Bounds a user may set on waiting for a peer (`--peer-timeout`, `timeout=`), in milliseconds.
+let peerTimeoutRange = 10...600_000
 
 /// An error the CLI reports as-is on stderr, exiting non-zero.
 struct CLIError: Error, CustomStringConvertible {

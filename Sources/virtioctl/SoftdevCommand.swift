@@ -21,7 +21,12 @@ extension VirtioCtl {
         struct Serve: ParsableCommand {
             static let configuration = CommandConfiguration(
                 abstract: "Serve a software device over vfio-user on a UNIX socket (one client at a time).",
-                discussion: "Then any verb takes vfio-user:PATH as DEVICE, e.g. `virtioctl info vfio-user:/tmp/blk.sock`. SIGINT/SIGTERM stops the server.")
+                discussion: """
+                    Then any verb takes vfio-user:PATH as DEVICE, e.g. `virtioctl info vfio-user:/tmp/blk.sock`. SIGINT/SIGTERM stops the server.
+                    One client is served at a time. A client that sends no VERSION within --peer-timeout of connecting, stalls inside \
+                    a message for that long, or stops taking replies for that long is dropped (the device reset, as on disconnect) \
+                    and the next client is served. A client may stay idle between messages for as long as it likes.
+                    """)
 
             @Option(help: "The UNIX socket to listen on (replaced if it exists).") var socket: String
             @Option(help: "Device type when no DEVICE is given: blk or balloon.") var type: String = "blk"
@@ -29,6 +34,12 @@ extension VirtioCtl {
             var device: String?
             @Option(help: "Stop after serving this many clients (default: until SIGINT/SIGTERM).") var clients: Int?
             @Flag(name: .shortAndLong, help: "Print each connection and DMA mapping to stderr.") var verbose = false
+            @Option(name: .customLong("peer-timeout"), help: "The bound on a silent or stalled client, in milliseconds.")
+            var peerTimeout: Int = 5_000
+
+            func validate() throws {
+                guard peerTimeoutRange.contains(peerTimeout) else { throw ValidationError("--peer-timeout must be in \(peerTimeoutRange) ms") }
+            }
             @Flag(inversion: .prefixedNo, help: "Poll the queues on a device thread of its own (no doorbells needed); --no-poll serves on doorbells only.")
             var poll = true
 
@@ -56,7 +67,9 @@ extension VirtioCtl {
 
             func serve<D: VFIOUserHostedDevice>(_ f: D) throws {
                 let server = try VFIOUserServer(path: socket, device: f)
+                server.timeoutMilliseconds = peerTimeout
                 if verbose { server.log = { note("softdev: \($0)") } }
+                server.warn = { note("softdev: \($0)") }
                 note("softdev: serving \(f.address) on \(socket) (vfio-user); SIGINT or SIGTERM to stop")
                 let limit = clients
                 server.run { serveStop.load(ordering: .acquiring) || limit.map { server.clientsServed >= $0 } ?? false }
@@ -80,8 +93,10 @@ func openVFIO(address: String, dma: String, noiommu: Bool) throws -> VFIOPCIFunc
 }
 
 /// Opens `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
-func openVFIOUser(path: String, dma: String, logger: Logger) throws -> PCITransport<VFIOUserFunction> {
-    let f = try VFIOUserFunction(path: path, dmaBytes: try dmaBytes(dma))
+/// Replies are awaited for the spelling's `timeout=`, else `peerTimeout`, else 5 s.
+func openVFIOUser(_ spec: VFIOUserSpec, dma: String, peerTimeout: Int?, logger: Logger) throws -> PCITransport<VFIOUserFunction> {
+    let timeout = spec.timeoutMilliseconds ?? peerTimeout ?? VFIOUserFunction.defaultTimeoutMilliseconds
+    let f = try VFIOUserFunction(path: spec.path, dmaBytes: try dmaBytes(dma), timeoutMilliseconds: timeout)
     let t = try PCITransport(function: f, logger: logger)
     f.postedBAR = t.layout.notify.bar
     f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)

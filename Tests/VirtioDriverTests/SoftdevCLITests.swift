@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+import VFIOUser
+import VirtioDrivers
+import VirtioPCI
 
 /// `virtioctl softdev serve` as its own process, reached by `vfio-user:PATH` from other invocations.
 @Suite(.serialized, .leakChecked) struct SoftdevCLITests {
@@ -57,5 +60,78 @@ import Testing
             #expect(rc == (spec == "soft:blk" ? 0 : 1), "\(out)\(err)")
             #expect(out.contains(words), "\(out)")
         }
+    }
+
+    /// A client that connects and says nothing, or stalls inside a message, is dropped after
+    /// --peer-timeout (the device reset) and the next client is served.
+    @Test func aStalledClientIsDroppedAndTheNextServed() throws {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
+        let socket = "/tmp/vu-drop-\(getpid()).sock"
+        let server = Process()
+        server.executableURL = exe
+        server.arguments = ["softdev", "serve", "--socket", socket, "--peer-timeout", "500", "soft:blk,null=on"]
+        let log = Pipe()
+        server.standardError = log
+        try server.run()
+        defer { if server.isRunning { server.terminate() }; server.waitUntilExit(); unlink(socket) }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
+        // Silent, half a header, and VERSION then half a message.
+        let version = VFIOUserMessage(id: 1, command: .version, payload: VFIOUserPayload.version(major: 0, minor: 1, json: "{}")).bytes
+        let info = VFIOUserMessage(id: 2, command: .deviceGetInfo, payload: VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).bytes
+        for (name, bytes) in [("silent", [UInt8]()), ("half header", Array(version.prefix(5))), ("mid message", version + info.prefix(20))] {
+            let stalled = try VFIOUserConnection.connect(path: socket)
+            _ = bytes.withUnsafeBytes { send(stalled.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let start = Date()
+            let (rc, out, err) = try virtioctl(["info", "vfio-user:\(socket)", "--peer-timeout", "3000"])
+            #expect(rc == 0 && out.contains("(virtio blk)"), "\(name): \(err)")
+            #expect(Date().timeIntervalSince(start) >= 0.3, "\(name): served only once the stalled client was dropped")
+            // The stalled client's connection was closed by the server.
+            var byte: UInt8 = 0
+            var p = pollfd(fd: stalled.fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&p, 1, 1000)
+            let n = ready == 1 ? recv(stalled.fd, &byte, 1, Int32(MSG_DONTWAIT)) : -1
+            #expect(n == 0 || (name == "mid message" && n > 0), "\(name): the server dropped the stalled client")
+            stalled.close()
+        }
+        server.terminate()
+        server.waitUntilExit()
+        let text = String(decoding: log.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(text.contains("sent no VERSION within 500 ms; dropped"), "\(text)")
+        #expect(text.contains("stalled after 5 bytes of a 16-byte message header; dropped"), "\(text)")
+        #expect(text.contains("stalled after 20 of the message's 32 bytes; dropped"), "\(text)")
+    }
+
+    /// A server stopped in a debugger (SIGSTOP): the next call that waits on it fails within the bound.
+    @Test func aStoppedServerFailsCallsWithinTheBound() throws {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
+        let socket = "/tmp/vu-stop-\(getpid()).sock"
+        let server = Process()
+        server.executableURL = exe
+        server.arguments = ["softdev", "serve", "--socket", socket]
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        defer {
+            kill(server.processIdentifier, SIGCONT)
+            if server.isRunning { server.terminate() }
+            server.waitUntilExit()
+            unlink(socket)
+        }
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
+        let f = try VFIOUserFunction(path: socket, dmaBytes: 8 << 20, timeoutMilliseconds: 500)
+        let blk = try BlockDevice(transport: try PCITransport(function: f))
+        let b = try blk.allocateBuffer(bytes: 4096)
+        try blk.read(sector: 0, into: b)
+        kill(server.processIdentifier, SIGSTOP)
+        let start = Date()
+        do {
+            try blk.read(sector: 8, into: b)
+            Issue.record("a read from a stopped server succeeded")
+        } catch {
+            #expect("\(error)".contains(socket), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(start) < 1.5)
+        #expect(!f.isConnected)
     }
 }

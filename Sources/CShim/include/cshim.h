@@ -50,7 +50,8 @@ int cshim_memfd_create(const char *name);
 
 /* Stream-socket messages with file descriptors (SCM_RIGHTS; the CMSG_* macros do not import). */
 #define CSHIM_MAX_FDS 16
-long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds);
+/* Sending gives up with -ETIMEDOUT when the peer takes no data for timeout_ms in all (-1: never). */
+long cshim_send_with_fds(int sock, const void *buf, size_t len, const int32_t *fds, int nfds, int timeout_ms);
 long cshim_recv_with_fds(int sock, void *buf, size_t len, int32_t *fds, int maxfds, int *nfds);
 
 /// Names the calling thread (prctl PR_SET_NAME, 15 characters): shows in /proc and in debuggers,
