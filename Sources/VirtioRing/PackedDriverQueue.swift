@@ -217,9 +217,14 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         var wrap = usedWrap
         if pos >= queueSize { pos -= queueSize; wrap.toggle() }
         driverEvent.storeRelaxed16(UInt16(pos) | (wrap ? 0x8000 : 0), at: 0)
+        // off_wrap before the flags that make the device read it ("Driver Notification Suppression").
         driverEvent.storeRelease16(PackedEventFlags.desc, at: 2)
+        // Full barrier, then re-check at the driver's next used position, as Linux does since
+        // "virtio_ring: fix stalls for packed rings" (2019): the event position may be inside a
+        // chain or an in-order batch, which the device never writes, so a device that passed it
+        // before it saw the event would never notify. A pending in-order batch is work too.
         fullBarrier()
-        return isUsed(at: UInt16(pos), wrap: wrap)
+        return batchPending || isUsed(at: nextUsed, wrap: usedWrap)
     }
 
     @inlinable

@@ -129,6 +129,38 @@ struct EventTests {
         #expect((pair.ring + 8 * 16).load(fromByteOffset: 2, as: UInt16.self) == PackedEventFlags.disable)
     }
 
+    /// The delayed re-enable re-checks the driver's next used position, not the event position:
+    /// 6 two-descriptor chains in a 16-entry ring put the event at 12 * 3/4 = 9, the second
+    /// descriptor of chain 5, which the device never writes. The device completed everything
+    /// before the call, so the call must say work is pending (it said false before the fix).
+    @Test("packed delayed re-enable sees buffers used before the call", arguments: [false, true])
+    func packedDelayedRecheck(inOrder: Bool) throws {
+        let pair = try makePair(.packed, size: 16, features: RingFeatures(eventIndex: true, inOrder: inOrder))
+        let t = try Traffic(pair, seed: 9, checkOrder: false)
+        for _ in 0..<6 { #expect(try t.add(readable: 1, writable: 1)) }
+        try t.devicePopAll()
+        t.deviceComplete(inOrder ? .inOrderBatches : .inOrder)
+        pair.disableUsedNotifications()
+        #expect(pair.enableUsedNotificationsDelayed() == true, "all six are used; the driver must poll, not sleep")
+        let offWrap = (pair.ring + 16 * 16).load(as: UInt16.self)
+        #expect(offWrap == 9 | 0x8000, "the event still asks for 3/4 of the in-flight descriptors")
+        try t.driverReapAll()
+        #expect(pair.inFlight == 0)
+        #expect(pair.enableUsedNotificationsDelayed() == false, "nothing left in flight or used")
+    }
+
+    /// In-order: once the driver took the first buffer of a batch, the rest of it is pending work
+    /// even though no descriptor at the next used position says so.
+    @Test("packed delayed re-enable counts a pending in-order batch")
+    func packedDelayedPendingBatch() throws {
+        let pair = try makePair(.packed, size: 16, features: RingFeatures(eventIndex: true, inOrder: true))
+        for i in 0..<4 { _ = try pair.addOne(BufferElement(address: UInt64(0x10000 + i * 512), length: 512), writable: false) }
+        while try pair.pop() != nil {}
+        pair.pushBatch(lastID: 3, length: 0, buffers: 4, ringDescriptors: 4)  // one used descriptor for all four
+        #expect(try pair.poll()?.token == 0)
+        #expect(pair.enableUsedNotificationsDelayed() == true, "three buffers of the batch are still to be taken")
+    }
+
     @Test("packed: the device interrupts at the driver's off_wrap")
     func packedDeviceDecision() throws {
         let pair = try makePair(.packed, size: 8, features: RingFeatures(eventIndex: true))
