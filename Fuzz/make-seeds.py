@@ -55,7 +55,7 @@ def part(t, value, flags=0, selector=0):
 vq_cfg = u16(64) + u16(1) + u16(1) + u16(0) + u64(0x100000) + u64(0x101000) + u64(0x102000)
 parts = (part(0x100, u64(0x1_3000_0000), flags=1) + part(0x101, u64(0x1_0000_0000)) + part(0x102, u16(0), selector=0x10)
          + part(0x103, [0x0F]) + part(0x104, vq_cfg) + part(0x105, u16(0) + u16(0) + u32(0))
-         + part(0x1FF, u16(5) + u16(5) + u32(0), flags=1))
+         + part(0xFFFE, u16(5) + u16(5) + u32(0), flags=1))
 seed("fuzz-admin-result", "dev-parts-member-state", [4] + parts)
 seed("fuzz-admin-result", "vq-cfg", [5] + list(vq_cfg))
 seed("fuzz-admin-result", "command-readable", [6 | 2 << 3] + list(u16(0xF) + u16(1) + bytes(12) + u64(1)) + [0] * 8)

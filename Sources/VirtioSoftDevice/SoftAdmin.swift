@@ -265,6 +265,11 @@ public final class SoftAdmin: SoftPersonality, @unchecked Sendable {
             do {
                 parts = try DevicePart.decode(Array(c.data.dropFirst(8)))
                 s = try MemberState(parts: parts)
+                // A block device defines no device-type parts: a mandatory one cannot be applied.
+                if let p = s.deviceTypeParts.first(where: { $0.flags & DevicePart.optional == 0 }) {
+                    log.record(.partsRefused("\(DevicePartType.name(p.type)) is mandatory and unknown to virtio-blk"))
+                    return Self.fail(.einval, .invalidField)
+                }
             } catch {
                 log.violation("admin-cmds-device-parts.tex: DEV_PARTS_SET carries well-formed parts in the required order", "\(error)")
                 return Self.fail(.einval, .invalidField)

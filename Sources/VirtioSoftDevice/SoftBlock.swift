@@ -285,7 +285,8 @@ extension SoftPCIFunction where P == SoftBlock {
                                                    faults: faults, ringFeatures: SoftRingFeatures(options), arena: arena))
             }
             let sriov = options.vfs > 0
-                ? SRIOVState(totalVFs: options.vfs, numVFs: options.vfs, vfEnable: options.vfEnable, vfMigrationCapable: false)
+                ? SRIOVState(totalVFs: options.vfs, numVFs: options.vfs, vfEnable: options.vfEnable,
+                              vfMigrationCapable: options.vfMigrationCapable)
                 : nil
             admin = SoftAdmin(members: members, queueCount: options.adminQueues, sriov: sriov, fault: options.adminFault)
         }

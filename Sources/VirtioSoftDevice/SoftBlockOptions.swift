@@ -34,6 +34,8 @@ public struct SoftBlockOptions: Sendable, Equatable {
     public var adminQueues = 1
     /// VF Enable in the SR-IOV capability (off: every SR-IOV group command fails, as the spec says).
     public var vfEnable = true
+    /// VF Migration Capable in the SR-IOV capabilities (drivers must refuse group commands then).
+    public var vfMigrationCapable = false
     /// Admin-queue misbehaviour for driver tests.
     public var adminFault: SoftAdminFault?
     /// Fault modes (`fault=NAME`, repeatable) and when they strike (`fault_after=N` requests).
@@ -76,6 +78,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
         ("admin", "offer VIRTIO_F_ADMIN_VQ (on|off; on by itself with vfs)"),
         ("admin_queues", "admin queues (1-4)"),
         ("vf_enable", "VF Enable in the SR-IOV capability (on|off)"),
+        ("vf_migration_capable", "VF Migration Capable in the SR-IOV capability (on|off; default off)"),
         ("stats_vq", "the seed-000 draft statistics queue after the request queues, on feature bit 23 (on|off)"),
         ("null", "null backend: reads and writes complete at once, no data moves (on|off)"),
         ("stats_interval", "with stats_vq: the device asks for statistics every N ms (0: never by itself)"),
@@ -155,6 +158,7 @@ public struct SoftBlockOptions: Sendable, Equatable {
             case "admin": admin = try flag()
             case "admin_queues": adminQueues = try int(1...4)
             case "vf_enable": vfEnable = try flag()
+            case "vf_migration_capable": vfMigrationCapable = try flag()
             case "admin_fault":
                 guard let f = SoftAdminFault(rawValue: value.lowercased()) else {
                     throw .badOption("admin_fault=\(value): expected one of " + SoftAdminFault.allCases.map(\.rawValue).joined(separator: ", "))

@@ -128,12 +128,28 @@ import VirtioSoftDevice
         #expect(throws: AdminError.self) { try o.channel.setMode(member: 3, stopped: true) }
         #expect(throws: AdminError.self) { try o.channel.setMode(member: 0, stopped: true) }
         #expect(o.received.count == before, "bad members are refused before anything is sent, handshake included")
+        // VF Enable clear (NumVFs 2): refused by the driver, the device sees no command, LIST_QUERY included.
         let off = try AdminOwner("vfs=2,vf_enable=off")
-        #expect(throws: AdminError.commandFailed(opcode: 0, group: 1, member: 0, status: .einval, qualifier: .invalidGroup)) {
-            _ = try off.channel.listQuery(group: .sriov)
-        }
+        let sent = off.received.count
+        #expect(refusal { _ = try off.channel.listQuery(group: .sriov) }.contains("VF Enable (SR-IOV Control bit 0) is clear"))
+        #expect(throws: AdminError.self) { try off.channel.setMode(member: 1, stopped: true) }
+        #expect(off.received.count == sent, "nothing reached the device")
         // The self group still works.
         #expect(try off.channel.capabilityIDs() == [AdminCapability.devParts])
+    }
+
+    /// Why `body` was refused as `AdminError.sriovNotReady` ("" when it was not).
+    func refusal(_ body: () throws -> Void) -> String {
+        do { try body() } catch { if case let .sriovNotReady(why)? = error as? AdminError { return why } }
+        return ""
+    }
+
+    /// d.4.8: with VF Migration Capable set, SR-IOV group commands are refused before sending.
+    @Test func d4_8_vfMigrationCapableRefused() throws {
+        let o = try AdminOwner("vfs=2,vf_migration_capable=on")
+        let sent = o.received.count
+        #expect(refusal { try o.channel.setMode(member: 1, stopped: true) }.contains("VF Migration Capable (SR-IOV Capabilities bit 0) is set"))
+        #expect(o.received.count == sent, "nothing reached the device")
     }
 
     /// d.4.9: status ↔ errno.

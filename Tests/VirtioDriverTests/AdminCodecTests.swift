@@ -95,7 +95,7 @@ import VirtioCore
                                             state: VQStatePart(availState: 0x8003, usedState: 0x0005))])
         let bytes = DevicePart.encode(st.parts)
         #expect(try MemberState(parts: try DevicePart.decode(bytes)) == st)
-        #expect(st.parts.map(\.type) == [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0x1FF])
+        #expect(st.parts.map(\.type) == [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0xFFFE])
         // VQ_STATE value: le16 avail state, le16 used state, 4 reserved.
         #expect(hex(st.parts.last!.value) == "0380" + "0500" + "00000000")
         // Out of order, truncated and short parts are refused.
@@ -106,9 +106,36 @@ import VirtioCore
         var short = st.parts
         short[3].value = []
         #expect(throws: AdminError.self) { _ = try MemberState(parts: short) }
-        // An unknown OPTIONAL part is skipped; an unknown mandatory one is refused.
-        #expect(try MemberState(parts: st.parts + [DevicePart(type: 0x300, flags: 1, value: [1])]) == st)
-        #expect(throws: AdminError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x300, value: [1])]) }
+        // An unknown OPTIONAL part is skipped; an unknown mandatory one is refused (0x106: reserved common).
+        #expect(try MemberState(parts: st.parts + [DevicePart(type: 0x106, flags: 1, value: [1])]) == st)
+        #expect(throws: AdminError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x106, value: [1])]) }
+        #expect(throws: AdminError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x600, value: [1])]) }
+    }
+
+    /// Device-type parts (0x200-0x5FF, e.g. virtio-net's CVQ part 0x200) are the device type's business:
+    /// accepted anywhere (the order rules rank only the common parts), mandatory or not, and kept as they came.
+    @Test func deviceTypePartsPassThroughInPlace() throws {
+        let st = MemberState(deviceFeatures: 1, driverFeatures: 1, configMSIXVector: 0, status: 0x0F,
+                             queues: [.init(index: 0, config: VQConfigPart(size: 8, vector: 1, enabled: true, descriptors: 0x1000,
+                                                                           driver: 0x2000, device: 0x3000),
+                                            notify: VQNotifyPart(notifyOff: 0, notifConfigData: 0), state: nil)])
+        let common = st.parts.filter { $0.type != DevicePartType.vqState }
+        // virtio-net CVQ part: selector {u8 class; u8 command}, e.g. MAC (1) ADDR_SET (1), value = a MAC.
+        let net = DevicePart(type: 0x200, selector: 0x0101, value: [0x02, 0, 0, 0, 0, 1])
+        for at in [common.count, common.firstIndex { $0.type == 0x105 }!, 0, 3] {
+            var parts = common
+            parts.insert(net, at: at)
+            #expect(DevicePart.orderViolation(parts) == nil, "0x200 at \(at)")
+            let s = try MemberState(parts: parts)
+            #expect(s.deviceTypeParts == [net], "0x200 at \(at)")
+            #expect(try DevicePart.decode(DevicePart.encode(parts)) == parts, "bytes unchanged, 0x200 at \(at)")
+        }
+        // The common parts keep their order rules around a device-type part.
+        var bad = common
+        bad.insert(net, at: 1)
+        bad.swapAt(0, 2)
+        #expect(DevicePart.orderViolation(bad) != nil)
+        #expect(DevicePartType.name(0x200) == "device-type part 0x200")
     }
 
     @Test func opcodeNamesParse() {

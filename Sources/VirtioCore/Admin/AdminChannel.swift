@@ -167,6 +167,16 @@ public final class AdminChannel<T: VirtioTransport> {
             guard let state else {
                 throw .invalidMember("\(device.transport.name) has no SR-IOV capability: the sriov group does not exist")
             }
+            // admin.tex, SR-IOV group members: before and while a group command is outstanding the
+            // driver MUST make sure VF Enable is set and VF Migration Capable is clear.
+            guard state.vfEnable else {
+                throw .sriovNotReady("\(device.transport.name): VF Enable (SR-IOV Control bit 0) is clear, so the SR-IOV group has no "
+                    + "members to command; enable the VFs first (on Linux: echo N > /sys/bus/pci/devices/ADDR/sriov_numvfs)")
+            }
+            guard !state.vfMigrationCapable else {
+                throw .sriovNotReady("\(device.transport.name): VF Migration Capable (SR-IOV Capabilities bit 0) is set; the virtio "
+                    + "admin spec requires it clear for SR-IOV group commands, so none is sent")
+            }
             // LIST_QUERY/LIST_USE speak for the whole group; other commands name a VF 1...NumVFs.
             if !isHandshake, c.memberID < 1 || c.memberID > UInt64(state.numVFs) {
                 throw .invalidMember("member \(c.memberID) is out of range: the SR-IOV group has \(state.numVFs) VF(s)"

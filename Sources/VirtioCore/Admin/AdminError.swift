@@ -21,6 +21,8 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
     /// An earlier failure left a command with the device; the channel takes no more until reset.
     case channelBroken(String)
     case invalidRequest(String)
+    /// The SR-IOV capability is not in the state group commands need (refused before sending).
+    case sriovNotReady(String)
 
     public var description: String {
         switch self {
@@ -41,6 +43,7 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .ring(q, e): "admin queue \(q): \(e)"
         case let .channelBroken(why): "admin channel unusable: \(why)"
         case let .invalidRequest(why): why
+        case let .sriovNotReady(why): why
         }
     }
 

@@ -9,9 +9,13 @@ public enum DevicePartType {
     public static let vqCfg: UInt16 = 0x104
     public static let vqNotifyCfg: UInt16 = 0x105
     /// This project's part for seed 003's virtqueue "available/used state" (never merged upstream,
-    /// so the spec has no part for ring positions). It sits on 0x1FF, a number the common range
-    /// leaves unassigned, and is always marked OPTIONAL so a device that does not know it may ignore it.
-    public static let vqState: UInt16 = 0x1FF
+    /// so the spec has no part for ring positions). device-parts.tex has no vendor or experimental
+    /// range: 0x000-0x1FF are common parts (its table reserves 0x106-0x2FF for future common parts),
+    /// 0x200-0x5FF are each device type's own (virtio-net already holds 0x200), 0x600-0xFFFF are
+    /// reserved. Every range fills upward from its start, so the number farthest from all of them
+    /// is the top of the reserved range; 0xFFFF itself is what a vanished device reads as, so
+    /// VQ_STATE takes 0xFFFE. It is always OPTIONAL: a device that does not know it may ignore it.
+    public static let vqState: UInt16 = 0xFFFE
 
     public static func name(_ t: UInt16) -> String {
         switch t {
@@ -22,9 +26,13 @@ public enum DevicePartType {
         case vqCfg: "VQ_CFG"
         case vqNotifyCfg: "VQ_NOTIFY_CFG"
         case vqState: "VQ_STATE (seed 003)"
-        default: "part 0x\(String(t, radix: 16))"
+        default: isDeviceType(t) ? "device-type part 0x\(String(t, radix: 16))" : "part 0x\(String(t, radix: 16))"
         }
     }
+
+    /// 0x200-0x5FF: parts a device type defines (e.g. virtio-net's control-queue state). The
+    /// common order rules do not place them; drivers pass them through unchanged and in place.
+    public static func isDeviceType(_ t: UInt16) -> Bool { (0x200...0x5FF).contains(t) }
 
     /// The order parts MUST appear in for DEV_PARTS_GET and DEV_PARTS_SET; VQ_STATE comes last.
     static func rank(_ t: UInt16) -> Int {
@@ -102,8 +110,10 @@ public struct DevicePart: Sendable, Equatable, Codable {
 
     /// Checks the order rule of `device-parts.tex` (each part type preceded by all the earlier
     /// types: features, common config, status, every VQ_CFG, every VQ_NOTIFY_CFG; VQ_STATE last).
+    /// Device-type parts (0x200-0x5FF) may stand anywhere: the rules rank only the common parts.
     public static func orderViolation(_ parts: [DevicePart]) -> String? {
-        for (a, b) in zip(parts, parts.dropFirst()) where DevicePartType.rank(b.type) < DevicePartType.rank(a.type) {
+        let ranked = parts.filter { !DevicePartType.isDeviceType($0.type) }
+        for (a, b) in zip(ranked, ranked.dropFirst()) where DevicePartType.rank(b.type) < DevicePartType.rank(a.type) {
             return "\(DevicePartType.name(b.type)) comes after \(DevicePartType.name(a.type))"
         }
         return nil
@@ -208,13 +218,17 @@ public struct MemberState: Sendable, Equatable, Codable {
     public var configMSIXVector: UInt16
     public var status: UInt8
     public var queues: [Queue]
+    /// Parts of the device type (0x200-0x5FF), kept as they came: this layer does not read them.
+    public var deviceTypeParts: [DevicePart]
 
-    public init(deviceFeatures: UInt64, driverFeatures: UInt64, configMSIXVector: UInt16, status: UInt8, queues: [Queue]) {
+    public init(deviceFeatures: UInt64, driverFeatures: UInt64, configMSIXVector: UInt16, status: UInt8, queues: [Queue],
+                deviceTypeParts: [DevicePart] = []) {
         self.deviceFeatures = deviceFeatures
         self.driverFeatures = driverFeatures
         self.configMSIXVector = configMSIXVector
         self.status = status
         self.queues = queues
+        self.deviceTypeParts = deviceTypeParts
     }
 
     static func features(_ v: UInt64) -> [UInt8] {
@@ -245,7 +259,7 @@ public struct MemberState: Sendable, Equatable, Codable {
                                       value: s.encoded))
             }
         }
-        return out
+        return out + deviceTypeParts
     }
 
     /// From parts, checking order, lengths and duplicates; unknown OPTIONAL parts are skipped.
@@ -253,12 +267,17 @@ public struct MemberState: Sendable, Equatable, Codable {
         if let why = DevicePart.orderViolation(parts) { throw .invalidRequest("device parts out of order: \(why)") }
         var devF: UInt64?, drvF: UInt64?, vector: UInt16 = 0xFFFF, status: UInt8?
         var queues: [Int: Queue] = [:]
+        var deviceTypeParts: [DevicePart] = []
         func need(_ p: DevicePart, _ n: Int) throws(AdminError) {
             guard p.value.count == n else {
                 throw .invalidRequest("\(DevicePartType.name(p.type)) has \(p.value.count) value bytes, expected \(n)")
             }
         }
         for p in parts {
+            if DevicePartType.isDeviceType(p.type) {
+                deviceTypeParts.append(p)
+                continue
+            }
             let r = LEReader(p.value)
             switch p.type {
             case DevicePartType.devFeatures:
@@ -297,6 +316,6 @@ public struct MemberState: Sendable, Equatable, Codable {
         guard let drvF else { throw .invalidRequest("device parts lack DRV_FEATURES") }
         guard let status else { throw .invalidRequest("device parts lack DEVICE_STATUS") }
         self.init(deviceFeatures: devF ?? 0, driverFeatures: drvF, configMSIXVector: vector, status: status,
-                  queues: queues.values.sorted { $0.index < $1.index })
+                  queues: queues.values.sorted { $0.index < $1.index }, deviceTypeParts: deviceTypeParts)
     }
 }
