@@ -241,7 +241,8 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         case .flush:
             guard limits.flush else { throw .notSupported("VIRTIO_BLK_F_FLUSH (flush)") }
         case .getID:
-            guard length >= 20 else { throw .invalidRequest("GET_ID needs a 20-byte buffer, got \(length)") }
+            // virtio-blk "Device Operation": the GET_ID data is exactly 20 bytes.
+            guard length == 20 else { throw .invalidRequest("GET_ID takes a buffer of exactly 20 bytes, got \(length)") }
         case let .discard(n):
             guard limits.discard else { throw .notSupported("VIRTIO_BLK_F_DISCARD (discard)") }
             if limits.readOnly { throw .readOnly }

@@ -21,4 +21,17 @@ import VirtioSoftDevice
         #expect(try blk.serial() == "soft-blk")
         #expect(f.log.violations.isEmpty, "\(f.log.violations)")
     }
+
+    /// GET_ID's buffer is exactly 20 bytes: 19 and 21 are refused before anything is queued.
+    @Test func getIDTakesExactlyTwentyBytes() throws {
+        let (f, blk) = try attach("size=1M")
+        let b = try blk.allocateBuffer(bytes: 64)
+        for length: UInt32 in [19, 21, 64] {
+            #expect(throws: BlockError.self, "\(length) bytes") {
+                _ = try blk.perform(.getID, sector: 0, data: BufferElement(address: b.deviceAddress, length: length))
+            }
+        }
+        #expect(f.personality.counters.getIDs == 0, "the device saw no GET_ID")
+        #expect(try blk.serial() == "soft-blk")
+    }
 }
