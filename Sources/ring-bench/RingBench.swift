@@ -1,6 +1,7 @@
 import ArgumentParser
 import CRingBaseline
 import CShim
+import Foundation
 
 /// ring-bench: Swift rings against the same algorithms in C, two pinned threads, in alternating rounds.
 @main
@@ -46,7 +47,7 @@ struct RingBench: ParsableCommand {
         let (driverCPU, deviceCPU): (Int32, Int32) = cpus >= 2 ? (0, 1) : (0, 0)
         if cpus < 2 { print("warning: only one CPU available; both threads share it") }
         let wanted = Set(layouts.split(separator: ",").map(String.init))
-        var reports: [String] = []
+        var reports: [String: LayoutReport] = [:]
         var rows: [String] = []
         for v in Self.variants where wanted.contains(v.name) {
             var swiftTimes: [Double] = [], cTimes: [Double] = [], ratios: [Double] = [], allocs: [Double] = []
@@ -64,20 +65,40 @@ struct RingBench: ParsableCommand {
                 allocs.append(s.allocationsPerBuffer)
             }
             let entry = (name: v.name, swift: median(swiftTimes), c: median(cTimes), ratio: median(ratios), allocs: allocs.max() ?? 0)
-            reports.append("\"\(entry.name)\": {\"swift_ns_per_buffer\": \(fmt(entry.swift)), \"c_ns_per_buffer\": \(fmt(entry.c)), "
-                + "\"swift_over_c\": \(fmt(entry.ratio)), \"allocations_per_buffer\": \(fmt(entry.allocs, 6)), "
-                + "\"ratios\": [\(ratios.map { fmt($0) }.joined(separator: ", "))], \"rounds\": \(roundCount), \"buffers\": \(count)}")
+            reports[entry.name] = LayoutReport(swiftNsPerBuffer: rounded(entry.swift), cNsPerBuffer: rounded(entry.c),
+                                               swiftOverC: rounded(entry.ratio), allocationsPerBuffer: rounded(entry.allocs, 6),
+                                               ratios: ratios.map { rounded($0) }, rounds: roundCount, buffers: count)
             rows.append("\(pad(entry.name, 16)) \(pad(fmt(entry.swift), 10)) \(pad(fmt(entry.c), 10)) \(pad(fmt(entry.ratio), 8)) "
                 + "\(fmt(entry.allocs, 6))   [\(ratios.map { fmt($0) }.joined(separator: " "))]")
         }
         if json {
-            print("{\"queue_size\": \(queueSize), \"layouts\": {\(reports.joined(separator: ", "))}}")
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys]
+            e.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try e.encode(BenchReport(queueSize: queueSize, layouts: reports)), as: UTF8.self))
         } else {
             print("ring \(queueSize), \(count) buffers per run, \(roundCount) rounds, threads on CPUs \(driverCPU)/\(deviceCPU)")
             print("\(pad("layout", 16)) \(pad("swift ns", 10)) \(pad("C ns", 10)) \(pad("swift/C", 8)) allocs/buf   per-round ratios")
             rows.forEach { print($0) }
         }
     }
+}
+
+/// `--json`: one entry per layout, medians over the rounds and every per-round ratio.
+struct BenchReport: Encodable {
+    let queueSize: Int
+    let layouts: [String: LayoutReport]
+}
+
+/// One layout's figures (ns per buffer, Swift over C, allocations per buffer).
+struct LayoutReport: Encodable {
+    let swiftNsPerBuffer: Double
+    let cNsPerBuffer: Double
+    let swiftOverC: Double
+    let allocationsPerBuffer: Double
+    let ratios: [Double]
+    let rounds: Int
+    let buffers: Int
 }
 
 enum RingBenchError: Error, CustomStringConvertible {
@@ -94,11 +115,12 @@ func median(_ xs: [Double]) -> Double {
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
-func fmt(_ x: Double, _ digits: Int = 3) -> String {
+func rounded(_ x: Double, _ digits: Int = 3) -> Double {
     var p = 1.0
     for _ in 0..<digits { p *= 10 }
-    let r = (x * p).rounded() / p
-    return "\(r)"
+    return (x * p).rounded() / p
 }
+
+func fmt(_ x: Double, _ digits: Int = 3) -> String { "\(rounded(x, digits))" }
 
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }

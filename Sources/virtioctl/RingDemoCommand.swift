@@ -33,11 +33,10 @@ extension VirtioCtl {
             if features.indirect { names.append("INDIRECT_DESC") }
             let report = try RingDemo(packed: layout == .packed, queueSize: queueSize, features: features).run(buffers: buffers)
             if output == .json {
-                let list = names.map { "\"\($0)\"" }.joined(separator: ", ")
-                print("{\"negotiated\": [\(list)], \"layout\": \"\(layout.rawValue)\", \"queue_size\": \(queueSize), "
-                    + "\"buffers\": \(report.buffers), \"bytes_written_by_device\": \(report.bytes), \"verified\": \(report.verified), "
-                    + "\"notifications_sent\": \(report.notifications), \"notifications_suppressed\": \(report.suppressed), "
-                    + "\"interrupts\": \(report.interrupts)}")
+                try printJSON(RingDemoJSON(negotiated: names, layout: layout.rawValue, queueSize: queueSize, buffers: report.buffers,
+                                           bytesWrittenByDevice: report.bytes, verified: report.verified,
+                                           notificationsSent: report.notifications, notificationsSuppressed: report.suppressed,
+                                           interrupts: report.interrupts))
             } else {
                 print("virtioctl ring-demo: ring driver side against the ring device side, in one process")
                 print("negotiated:    \(names.joined(separator: " "))")
@@ -52,4 +51,17 @@ extension VirtioCtl {
             }
         }
     }
+}
+
+/// `ring-demo -o json`.
+struct RingDemoJSON: Encodable {
+    let negotiated: [String]
+    let layout: String
+    let queueSize: Int
+    let buffers: Int
+    let bytesWrittenByDevice: Int
+    let verified: Int
+    let notificationsSent: Int
+    let notificationsSuppressed: Int
+    let interrupts: Int
 }

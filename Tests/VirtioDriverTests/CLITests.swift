@@ -111,4 +111,28 @@ struct CLIMissing: Error, CustomStringConvertible {
         let disk = FileManager.default.contents(atPath: image)!
         #expect(disk[3 * 512..<5 * 512].allSatisfy { $0 == 0xC3 } && disk[5 * 512] == 0x5A)
     }
+
+    /// `ring-demo -o json` and `ring-bench --json` come from the JSON encoder (they were hand-built strings).
+    @Test func ringToolsPrintEncodedJSON() throws {
+        let (rc, out, err) = try virtioctl(["ring-demo", "-o", "json", "--buffers", "300", "--layout", "split"])
+        #expect(rc == 0, "\(err)")
+        struct Demo: Decodable { let negotiated: [String]; let layout: String; let queue_size: Int; let buffers: Int; let verified: Int }
+        let d = try JSONDecoder().decode(Demo.self, from: Data(out.utf8))
+        #expect(d.layout == "split" && d.buffers == 300 && d.verified == 300 && !d.negotiated.contains("RING_PACKED"))
+        let bench = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("ring-bench")
+        let p = Process()
+        p.executableURL = bench
+        p.arguments = ["--json", "--buffers", "1000", "--rounds", "1", "--layouts", "packed,split"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        struct Layout: Decodable { let swift_over_c: Double; let allocations_per_buffer: Double; let ratios: [Double]; let buffers: Int }
+        struct Bench: Decodable { let queue_size: Int; let layouts: [String: Layout] }
+        let b = try JSONDecoder().decode(Bench.self, from: data)
+        #expect(b.queue_size == 256 && Set(b.layouts.keys) == ["packed", "split"])
+        #expect(b.layouts["split"]?.buffers == 1000 && b.layouts["split"]?.ratios.count == 1)
+    }
 }
