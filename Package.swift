@@ -21,7 +21,7 @@ let package = Package(
     ],
     targets: [
         // Split and packed rings, driver side and device side. Stdlib + Synchronization only.
-        .target(name: "VirtioRing"),
+        .target(name: "VirtioRing", dependencies: ["CShim"]),
         // Thin C helpers for what Swift cannot do (affinity, volatile MMIO, eventfd).
         .target(name: "CShim"),
         // Feature bits and policy, status machine, VirtioTransport, initialisation, virtqueue handles.

@@ -1,12 +1,20 @@
+import VirtioRing
+
 /// Which features the driver accepts: a default set, what the device-type driver understands,
 /// and the user's overrides (bits forced off, bits required).
 public struct FeaturePolicy: Sendable, Equatable {
     /// Device-independent bits accepted when offered (ADMIN_VQ only where an admin queue exists).
-    public static let defaultAccepted: FeatureSet = [
-        VirtioFeature.version1, VirtioFeature.accessPlatform, VirtioFeature.orderPlatform, VirtioFeature.ringPacked,
-        VirtioFeature.inOrder, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.notificationData,
-        VirtioFeature.notifConfigData, VirtioFeature.ringReset, VirtioFeature.adminVQ,
-    ]
+    /// ORDER_PLATFORM (36) only where the ring's barriers are device-grade: a driver that accepts it
+    /// MUST use the barriers suitable for hardware ("Driver Requirements: Memory Barriers").
+    public static let defaultAccepted: FeatureSet = {
+        var s: FeatureSet = [
+            VirtioFeature.version1, VirtioFeature.accessPlatform, VirtioFeature.ringPacked,
+            VirtioFeature.inOrder, VirtioFeature.eventIdx, VirtioFeature.indirectDesc, VirtioFeature.notificationData,
+            VirtioFeature.notifConfigData, VirtioFeature.ringReset, VirtioFeature.adminVQ,
+        ]
+        if RingBarriers.deviceGrade { s.insert(VirtioFeature.orderPlatform) }
+        return s
+    }()
 
     /// Bits never accepted, even when offered and understood.
     public var forcedOff: FeatureSet

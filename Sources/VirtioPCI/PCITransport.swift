@@ -280,6 +280,9 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     @inlinable @inline(__always)
     public func notify(_ target: NotifyTarget, value: UInt32) {
         if let p = target.pointer {
+            // The ring writes before the doorbell store, as Linux's writel orders them (__iowmb):
+            // free on x86-64, DMB OSHST on aarch64 (VIRTIO_F_ORDER_PLATFORM, "hardware" barriers).
+            cshim_doorbell_barrier()
             if target.withData { cshim_mmio_write32(p, value) } else { cshim_mmio_write16(p, UInt16(truncatingIfNeeded: value)) }
             return
         }
@@ -305,6 +308,7 @@ extension PCITransport: TransportDescribing {
         }
         var out: [(String, String)] = [
             ("transport", "virtio PCI (modern)"),
+            ("barriers", RingBarriers.summary),
             ("common_cfg", w(layout.common)),
             ("notify", w(layout.notify) + ", multiplier \(layout.notifyMultiplier)"),
             ("isr", w(layout.isr)),

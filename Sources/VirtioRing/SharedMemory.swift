@@ -1,3 +1,4 @@
+import CShim
 import Synchronization
 
 // Accessors for ring memory that the other side writes concurrently.
@@ -14,11 +15,18 @@ typealias SharedU16 = Atomic<UInt16>
 typealias SharedU32 = Atomic<UInt32>
 
 extension UnsafeMutableRawPointer {
-    /// Acquire load of a little-endian u16 written by the other side.
+    /// Acquire load of a little-endian u16 written by the other side (virtio_rmb after it: on
+    /// aarch64 DMB OSHLD, device-grade; on x86-64 an acquire load is what Linux's dma_rmb gives).
     @inlinable @inline(__always)
     func loadAcquire16(at offset: Int) -> UInt16 {
         let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        #if arch(arm64)
+        let v = p.pointee.load(ordering: .relaxed)
+        cshim_dma_rmb()
+        return UInt16(littleEndian: v)
+        #else
         return UInt16(littleEndian: p.pointee.load(ordering: .acquiring))
+        #endif
     }
 
     /// Relaxed load of a little-endian u16 (ordered by a surrounding fence).
@@ -35,11 +43,17 @@ extension UnsafeMutableRawPointer {
         return UInt32(littleEndian: p.pointee.load(ordering: .relaxed))
     }
 
-    /// Release store of a little-endian u16 the other side will acquire.
+    /// Release store of a little-endian u16 the other side will acquire (virtio_wmb before it:
+    /// DMB OSHST on aarch64; on x86-64 a release store is what Linux's dma_wmb gives).
     @inlinable @inline(__always)
     func storeRelease16(_ value: UInt16, at offset: Int) {
         let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
+        #if arch(arm64)
+        cshim_dma_wmb()
+        p.pointee.store(value.littleEndian, ordering: .relaxed)
+        #else
         p.pointee.store(value.littleEndian, ordering: .releasing)
+        #endif
     }
 
     /// Relaxed store of a little-endian u16 (ordered by a surrounding fence).
@@ -65,9 +79,32 @@ extension UnsafeMutableRawPointer {
 /// The spec requires it between publishing buffers and reading the other
 /// side's event-suppression fields; release/acquire alone does not order
 /// store-then-load.
+/// Device-grade, as VIRTIO_F_ORDER_PLATFORM requires: MFENCE on x86-64 (Linux's mb()), DSB SY on aarch64.
 @inlinable @inline(__always)
 func fullBarrier() {
+    #if arch(arm64)
+    cshim_mb()
+    #else
     atomicMemoryFence(ordering: .sequentiallyConsistent)
+    #endif
+}
+
+/// Whether the ring's barriers are the ones hardware devices need (VIRTIO_F_ORDER_PLATFORM,
+/// "Driver Requirements: Memory Barriers"): true where the C shim has device-grade helpers
+/// (x86-64, aarch64). Elsewhere the driver does not accept bit 36.
+public enum RingBarriers {
+    public static let deviceGrade = CSHIM_DEVICE_BARRIERS != 0
+
+    /// What the ring uses, for `info`.
+    public static var summary: String {
+        #if arch(x86_64)
+        "device-grade (x86-64: acquire/release MOVs = Linux dma_rmb/dma_wmb, MFENCE = mb); ORDER_PLATFORM accepted"
+        #elseif arch(arm64)
+        "device-grade (aarch64: DMB OSHLD / DMB OSHST / DSB SY, DMB OSHST before doorbells); ORDER_PLATFORM accepted"
+        #else
+        "SMP-grade only on this architecture; VIRTIO_F_ORDER_PLATFORM is not accepted"
+        #endif
+    }
 }
 
 /// `vring_need_event`: true when moving an index from `old` to `new` passes `event`.

@@ -16,6 +16,14 @@ let regionPath: String = {
     let dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp"
     return "\(dir)/fuzz-stats-region-\(getpid())"
 }()
+/// Created once and rewritten in place (creating and unlinking a tmpfs file per input cost more
+/// than the input); removed at exit, and by tools/fuzz after a crash.
+let regionFD: Int32 = {
+    let fd = open(regionPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    precondition(fd >= 0, "cannot create \(regionPath)")
+    atexit { _ = unlink(regionPath) }
+    return fd
+}()
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
@@ -38,12 +46,10 @@ func statEntries(_ bytes: [UInt8]) {
 
 /// The same bytes through the file reader, consumed as `virtioctl stats` does.
 func readBack(_ bytes: [UInt8], _ parsed: StatsLayout) {
-    let fd = open(regionPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-    precondition(fd >= 0, "cannot create \(regionPath)")
-    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    close(fd)
+    // The file holds exactly this input's bytes: cut to its length, then overwritten from 0.
+    precondition(ftruncate(regionFD, off_t(bytes.count)) == 0, "cannot resize \(regionPath)")
+    let written = bytes.withUnsafeBytes { pwrite(regionFD, $0.baseAddress, $0.count, 0) }
     precondition(written == bytes.count, "short write to \(regionPath)")
-    defer { unlink(regionPath) }
     guard let reader = try? StatsRegionReader(path: regionPath) else { return }
     precondition(reader.layout == parsed, "the reader parsed the file differently from StatsLayout.parse")
     // An odd sequence count makes snapshot() spin (by design: a writer mid-update); keep it short.

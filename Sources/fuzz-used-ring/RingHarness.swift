@@ -41,6 +41,9 @@ struct RingHarness {
     var model: Model
     /// Chains the device side popped and has not returned yet.
     var popped: [AvailableChain] = []
+    /// addChain's element lists, kept across ops (capacity reused: no two arrays per op).
+    var readableScratch: [BufferElement] = [], writableScratch: [BufferElement] = []
+    static let hostileKinds = HostileUsed.allCases
 
     init(queueSize: Int, deviceWritten: [(UnsafeMutableRawPointer, Int)],
          scratch: UnsafeMutableBufferPointer<ChainElement>) {
@@ -88,18 +91,19 @@ struct RingHarness {
         let shape = input.u8()
         let k = Int(shape & 7)
         let m = k + Int(shape >> 3 & 7) == 0 ? 1 : Int(shape >> 3 & 7)
-        var readable: [BufferElement] = [], writable: [BufferElement] = []
+        readableScratch.removeAll(keepingCapacity: true)
+        writableScratch.removeAll(keepingCapacity: true)
         var writableBytes: UInt64 = 0
         for i in 0..<(k + m) {
             let raw = input.u16()
             // 14 bits scaled by 2^0/6/12/18: small lengths mostly, now and then ones near 2^32.
             let length = UInt32(raw & 0x3fff) << (UInt32(raw >> 14) * 6)
             let e = BufferElement(address: 0x2000_0000 + UInt64(i) << 16, length: length)
-            if i < k { readable.append(e) } else { writable.append(e); writableBytes += UInt64(length) }
+            if i < k { readableScratch.append(e) } else { writableScratch.append(e); writableBytes += UInt64(length) }
         }
         guard driver.freeDescriptors > 0 else { return }
         do {
-            let token = try driver.add(readable: readable, writable: writable)
+            let token = try driver.add(readable: readableScratch, writable: writableScratch)
             model.added(token, writable: writableBytes)
         } catch {
             addFailed(error)
@@ -167,7 +171,7 @@ struct RingHarness {
     /// 1, 2 or 4 fuzz bytes anywhere in memory the device owns.
     func rawWrite(_ input: inout FuzzInput) {
         let how = input.u8()
-        let width = [1, 2, 4][Int(how % 3)]
+        let width = 1 << Int(how % 3)  // 1, 2 or 4
         let area = deviceWritten[Int(how >> 2) % deviceWritten.count]
         let offset = Int(input.u16()) % (area.count - width + 1)
         let value = input.u32()
@@ -215,8 +219,8 @@ struct RingHarness {
         let id = popped.isEmpty || kind & 8 != 0 ? input.u16() % UInt16(truncatingIfNeeded: queueSize + 2) : popped[0].id
         let length = input.u32() >> UInt32(input.u8() % 32)
         let descriptors = UInt16(input.u8()) % UInt16(queueSize + 1)
-        if Int(kind & 7) < HostileUsed.allCases.count {
-            device.pushHostile(HostileUsed.allCases[Int(kind & 7)], id: id, length: length, ringDescriptors: descriptors)
+        if Int(kind & 7) < Self.hostileKinds.count {
+            device.pushHostile(Self.hostileKinds[Int(kind & 7)], id: id, length: length, ringDescriptors: descriptors)
         } else {
             device.pushUsed(id: id, length: length, ringDescriptors: descriptors)
         }

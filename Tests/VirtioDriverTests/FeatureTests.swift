@@ -1,6 +1,7 @@
 import Testing
 import VirtioCore
 import VirtioDrivers
+import VirtioRing
 
 @Suite(.leakChecked) struct FeatureTests {
     @Test func everyNameParsesBackToItsBit() {
@@ -50,6 +51,22 @@ import VirtioDrivers
         // Bits the transport cannot carry are dropped, not failed.
         let got = try FeaturePolicy().negotiate(offered: [32, 38, 40], deviceTypeBits: [], deviceType: nil, transportCannot: [40])
         #expect(got == [32, 38])
+    }
+
+    /// VIRTIO_F_ORDER_PLATFORM is accepted exactly where the ring's barriers are device-grade
+    /// (x86-64 and aarch64 here), and the policy says so; forcing it off still works.
+    @Test func orderPlatformFollowsTheBarriers() throws {
+        let offered: FeatureSet = [VirtioFeature.version1, VirtioFeature.orderPlatform, VirtioFeature.ringPacked]
+        let got = try FeaturePolicy().negotiate(offered: offered, deviceTypeBits: [], deviceType: .block)
+        #expect(got.contains(VirtioFeature.orderPlatform) == RingBarriers.deviceGrade)
+        #if arch(x86_64) || arch(arm64)
+        #expect(RingBarriers.deviceGrade, "the C shim has device-grade barriers on this architecture")
+        #expect(RingBarriers.summary.contains("ORDER_PLATFORM accepted"))
+        #else
+        #expect(RingBarriers.summary.contains("not accepted"))
+        #endif
+        let off = try FeaturePolicy(forcedOff: [VirtioFeature.orderPlatform]).negotiate(offered: offered, deviceTypeBits: [], deviceType: .block)
+        #expect(!off.contains(VirtioFeature.orderPlatform))
     }
 
     @Test func statusNames() {

@@ -19,6 +19,31 @@ static inline void cshim_mmio_write8(void *p, uint8_t v) { *(volatile uint8_t *)
 static inline void cshim_mmio_write16(void *p, uint16_t v) { *(volatile uint16_t *)p = v; }
 static inline void cshim_mmio_write32(void *p, uint32_t v) { *(volatile uint32_t *)p = v; }
 
+/* Device-grade memory barriers, as Linux has them for VIRTIO_F_ORDER_PLATFORM (virtio_rmb/wmb/mb
+ * with weak_barriers off, and writel's barrier before a doorbell). On x86-64 Linux's dma_rmb and
+ * dma_wmb are compiler barriers and mb() is MFENCE: exactly what Swift's acquire loads, release
+ * stores and sequentially consistent fences compile to, so the ring keeps those there. On aarch64
+ * they are DMB OSHLD / DMB OSHST / DSB SY, stronger than the inner-shareable DMB ISH that Swift's
+ * atomics give, so the ring calls these. Compiled only where defined: CSHIM_DEVICE_BARRIERS says. */
+#if defined(__aarch64__)
+#define CSHIM_DEVICE_BARRIERS 1
+static inline void cshim_dma_rmb(void) { __asm__ __volatile__("dmb oshld" ::: "memory"); }
+static inline void cshim_dma_wmb(void) { __asm__ __volatile__("dmb oshst" ::: "memory"); }
+static inline void cshim_mb(void) { __asm__ __volatile__("dsb sy" ::: "memory"); }
+/* writel's __iowmb: ring memory before the doorbell store. */
+static inline void cshim_doorbell_barrier(void) { __asm__ __volatile__("dmb oshst" ::: "memory"); }
+#elif defined(__x86_64__)
+#define CSHIM_DEVICE_BARRIERS 1
+static inline void cshim_dma_rmb(void) { __asm__ __volatile__("" ::: "memory"); }
+static inline void cshim_dma_wmb(void) { __asm__ __volatile__("" ::: "memory"); }
+static inline void cshim_mb(void) { __asm__ __volatile__("mfence" ::: "memory"); }
+/* x86 keeps stores in order, to UC MMIO too: writel needs only the compiler barrier. */
+static inline void cshim_doorbell_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+#else
+#define CSHIM_DEVICE_BARRIERS 0
+static inline void cshim_doorbell_barrier(void) { __sync_synchronize(); }
+#endif
+
 /* eventfd(2): not exported by Swift's Glibc module. Returns the fd or -1 with errno set. */
 int cshim_eventfd(unsigned int initval, int nonblocking);
 
