@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "FuzzReplay"]),
         .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "FuzzReplay"]),
         .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "FuzzReplay"]),
-        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "FuzzReplay"]),
+        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "CShim", "FuzzReplay"]),
     ],
     swiftLanguageModes: [.v6]
 )
