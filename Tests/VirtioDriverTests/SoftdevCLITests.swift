@@ -124,6 +124,14 @@ import VirtioPCI
         let b = try blk.allocateBuffer(bytes: 4096)
         try blk.read(sector: 0, into: b)
         kill(server.processIdentifier, SIGSTOP)
+        // The stop is asynchronous: wait until the kernel shows the process stopped ('T' in /proc/PID/stat).
+        func stopped() -> Bool {
+            let stat = (try? String(contentsOfFile: "/proc/\(server.processIdentifier)/stat", encoding: .utf8)) ?? ""
+            return stat.split(separator: ")").last?.split(separator: " ").first == "T"
+        }
+        waited = 0
+        while !stopped(), waited < 1000 { usleep(1000); waited += 1 }
+        #expect(stopped(), "the server process stopped")
         let start = Date()
         do {
             try blk.read(sector: 8, into: b)
