@@ -7,16 +7,9 @@ import VirtioPCI
 /// `virtioctl softdev serve` as its own process, reached by `vfio-user:PATH` from other invocations.
 @Suite(.serialized, .leakChecked) struct SoftdevCLITests {
     @Test func serveThenInfoAndBenchOverVFIOUser() throws {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
         let socket = "/tmp/vu-cli-\(getpid()).sock"
-        let server = Process()
-        server.executableURL = exe
-        server.arguments = ["softdev", "serve", "--socket", socket, "soft:blk,null=on,packed=off"]
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try startSoftdev(["--socket", socket, "soft:blk,null=on,packed=off"], stderr: FileHandle.nullDevice)
         defer { if server.isRunning { server.terminate() }; server.waitUntilExit(); unlink(socket) }
-        var waited = 0
-        while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
 
         let (rc, out, err) = try virtioctl(["info", "vfio-user:\(socket)", "-o", "json"])
         #expect(rc == 0, "\(err)")
@@ -45,17 +38,10 @@ import VirtioPCI
     /// A served device takes the same fault spelling, and `check` names the fault over vfio-user
     /// (the device thread polls, so the driver waits on a device it does not drive).
     @Test func checkNamesAServedDevicesFault() throws {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
         for (spec, words) in [("soft:blk", "no violations found"), ("soft:blk,fault=len_overflow", "device-writable part only")] {
             let socket = "/tmp/vu-check-\(getpid()).sock"
-            let server = Process()
-            server.executableURL = exe
-            server.arguments = ["softdev", "serve", "--socket", socket, spec]
-            server.standardError = FileHandle.nullDevice
-            try server.run()
+            let server = try startSoftdev(["--socket", socket, spec], stderr: FileHandle.nullDevice)
             defer { if server.isRunning { server.terminate() }; server.waitUntilExit(); unlink(socket) }
-            var waited = 0
-            while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
             let (rc, out, err) = try virtioctl(["check", "vfio-user:\(socket)", "--timeout", "2000"])
             #expect(rc == (spec == "soft:blk" ? 0 : 1), "\(out)\(err)")
             #expect(out.contains(words), "\(out)")
@@ -65,17 +51,10 @@ import VirtioPCI
     /// A client that connects and says nothing, or stalls inside a message, is dropped after
     /// --peer-timeout (the device reset) and the next client is served.
     @Test func aStalledClientIsDroppedAndTheNextServed() throws {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
         let socket = "/tmp/vu-drop-\(getpid()).sock"
-        let server = Process()
-        server.executableURL = exe
-        server.arguments = ["softdev", "serve", "--socket", socket, "--peer-timeout", "500", "soft:blk,null=on"]
         let log = Pipe()
-        server.standardError = log
-        try server.run()
+        let server = try startSoftdev(["--socket", socket, "--peer-timeout", "500", "soft:blk,null=on"], stderr: log)
         defer { if server.isRunning { server.terminate() }; server.waitUntilExit(); unlink(socket) }
-        var waited = 0
-        while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
         // Silent, half a header, and VERSION then half a message.
         let version = VFIOUserMessage(id: 1, command: .version, payload: VFIOUserPayload.version(major: 0, minor: 1, json: "{}")).bytes
         let info = VFIOUserMessage(id: 2, command: .deviceGetInfo, payload: VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).bytes
@@ -104,21 +83,14 @@ import VirtioPCI
 
     /// A server stopped in a debugger (SIGSTOP): the next call that waits on it fails within the bound.
     @Test func aStoppedServerFailsCallsWithinTheBound() throws {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
         let socket = "/tmp/vu-stop-\(getpid()).sock"
-        let server = Process()
-        server.executableURL = exe
-        server.arguments = ["softdev", "serve", "--socket", socket]
-        server.standardError = FileHandle.nullDevice
-        try server.run()
+        let server = try startSoftdev(["--socket", socket], stderr: FileHandle.nullDevice)
         defer {
             kill(server.processIdentifier, SIGCONT)
             if server.isRunning { server.terminate() }
             server.waitUntilExit()
             unlink(socket)
         }
-        var waited = 0
-        while !FileManager.default.fileExists(atPath: socket), waited < 200 { usleep(50_000); waited += 1 }
         let f = try VFIOUserFunction(path: socket, dmaBytes: 8 << 20, timeoutMilliseconds: 500)
         let blk = try BlockDevice(transport: try PCITransport(function: f))
         let b = try blk.allocateBuffer(bytes: 4096)
@@ -129,7 +101,7 @@ import VirtioPCI
             let stat = (try? String(contentsOfFile: "/proc/\(server.processIdentifier)/stat", encoding: .utf8)) ?? ""
             return stat.split(separator: ")").last?.split(separator: " ").first == "T"
         }
-        waited = 0
+        var waited = 0
         while !stopped(), waited < 1000 { usleep(1000); waited += 1 }
         #expect(stopped(), "the server process stopped")
         let start = Date()
@@ -141,5 +113,19 @@ import VirtioPCI
         }
         #expect(Date().timeIntervalSince(start) < 1.5)
         #expect(!f.isConnected)
+    }
+
+    /// `virtioctl softdev serve ARGS` (ARGS name `--socket PATH`), once its socket exists.
+    func startSoftdev(_ args: [String], stderr: Any) throws -> Process {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+            .appendingPathComponent("virtioctl")
+        server.arguments = ["softdev", "serve"] + args
+        server.standardError = stderr
+        try server.run()
+        let socket = args[args.firstIndex(of: "--socket")! + 1]
+        var waited = 0
+        while !FileManager.default.fileExists(atPath: socket), waited < 200, server.isRunning { usleep(50_000); waited += 1 }
+        return server
     }
 }
