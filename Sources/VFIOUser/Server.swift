@@ -251,8 +251,10 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     func access(region: UInt32, offset: Int, count: Int, write: [UInt8]?) throws(PCIError) -> [UInt8] {
         var out: [UInt8] = []
         var at = 0
-        let limit = region == VFIOUserConst.configRegion ? device.configSpaceSize : device.bar(Int(region))?.size ?? 0
-        guard region == VFIOUserConst.configRegion || region < 6, offset >= 0, offset + count <= limit else {
+        let known = region == VFIOUserConst.configRegion || region < 6
+        let limit = !known ? 0 : region == VFIOUserConst.configRegion ? device.configSpaceSize : device.bar(Int(region))?.size ?? 0
+        // The client's offset is any u64: compare without adding it to count (no overflow).
+        guard known, offset >= 0, count <= limit, offset <= limit - count else {
             throw .outOfRange(what: "region \(region)", offset: offset, width: count, limit: limit)
         }
         while at < count {
