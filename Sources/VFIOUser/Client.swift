@@ -77,17 +77,17 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         var caps = ""
         // VERSION first: major 0, our capabilities.
         let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
-        let v = try Self.request(conn, lock, timeoutMilliseconds, .version, VFIOUserPayload.version(major: 0, minor: 1, json: json))
+        let v = try Self.request(conn, lock, dead, timeoutMilliseconds, .version, VFIOUserPayload.version(major: 0, minor: 1, json: json))
         guard let parsed = VFIOUserPayload.parseVersion(v.payload), parsed.major == 0, parsed.minor <= 1 else {
             throw .protocolError("the server answered VERSION with an unsupported version")
         }
         caps = parsed.json
-        let info = LEReader(try Self.request(conn, lock, timeoutMilliseconds, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
+        let info = LEReader(try Self.request(conn, lock, dead, timeoutMilliseconds, .deviceGetInfo, VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)).payload)
         guard info.u32(4) & VFIOUserConst.devicePCI != 0, info.u32(8) >= VFIOUserConst.numRegions else {
             throw .protocolError("the server's device is not a PCI device with \(VFIOUserConst.numRegions) regions")
         }
         for index in 0..<Int(VFIOUserConst.numRegions) where index < 6 || index == Int(VFIOUserConst.configRegion) {
-            let r = try Self.request(conn, lock, timeoutMilliseconds, .deviceGetRegionInfo,
+            let r = try Self.request(conn, lock, dead, timeoutMilliseconds, .deviceGetRegionInfo,
                                      VFIOUserPayload.regionInfo(argsz: 32, flags: 0, index: UInt32(index), size: 0, offset: 0))
             let info = LEReader(r.payload)
             // The server's word: a size no BAR or config space can have is refused, not trapped on.
@@ -109,7 +109,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         mapped = maps
         serverCapabilities = caps
         // All DMA memory in one window the server maps from our memfd.
-        _ = try Self.request(conn, lock, timeoutMilliseconds, .dmaMap,
+        _ = try Self.request(conn, lock, dead, timeoutMilliseconds, .dmaMap,
                              VFIOUserPayload.dmaMap(flags: VFIOUserConst.dmaRead | VFIOUserConst.dmaWrite, offset: 0,
                                                     address: memory.deviceBase, size: UInt64(memory.size)),
                              fds: [memory.fd])
@@ -122,10 +122,13 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     /// One command and its reply (an error reply throws); serialised with the lock. The reply,
     /// and any server commands before it, must arrive within `timeout` ms of the send.
-    static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ timeout: Int, _ cmd: VFIOUserCommand,
-                        _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false,
+    /// A caller that waited on the lock while another timed out fails at once (`dead`), not after
+    /// a bound of its own.
+    static func request(_ conn: VFIOUserConnection, _ lock: borrowing Mutex<UInt16>, _ dead: borrowing Atomic<Bool>, _ timeout: Int,
+                        _ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false,
                         memory: SharedDMAMemory? = nil) throws(VFIOUserError) -> VFIOUserMessage {
         let result: Result<VFIOUserMessage, VFIOUserError> = lock.withLock { id in
+            if dead.load(ordering: .acquiring) { return .failure(.disconnected("\(conn.peer): the vfio-user server is gone")) }
             id &+= 1
             do throws(VFIOUserError) {
                 try conn.send(VFIOUserMessage(id: id, command: cmd, flags: noReply ? VFIOUserHeader.noReply : 0,
@@ -188,7 +191,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     func call(_ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false) throws(PCIError) -> VFIOUserMessage {
         if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
-        do { return try Self.request(conn, lock, timeoutMilliseconds, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
+        do { return try Self.request(conn, lock, dead, timeoutMilliseconds, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
             switch error {
             // Gone, or silent past the bound: later calls fail at once instead of waiting again
             // (a reply that comes late would be taken for the next command's).

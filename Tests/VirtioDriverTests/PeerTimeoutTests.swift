@@ -134,6 +134,23 @@ func monotonicNow() -> UInt64 {
         #expect(Date().timeIntervalSince(start) < 0.1)
     }
 
+    /// Two callers at once on a server that went silent: the one queued behind the lock fails as
+    /// soon as the first times out, not after a bound of its own (1 s here, so 2 s if serialised).
+    @Test func queuedCallersFailWithTheFirstTimeout() throws {
+        let proxy = try StallingProxy(.silent, stallAt: 11)
+        defer { proxy.shutdown() }
+        let f = try VFIOUserFunction(path: proxy.path, dmaBytes: 4 << 20, timeoutMilliseconds: 1000)
+        final class Done: Sendable { let count = Atomic<Int>(0) }
+        let done = Done()
+        let start = Date()
+        for offset in [0, 2] {
+            Thread { _ = try? f.configRead(offset: offset, width: 2); done.count.add(1, ordering: .releasing) }.start()
+        }
+        while done.count.load(ordering: .acquiring) < 2 { usleep(1000) }
+        #expect(Date().timeIntervalSince(start) < 1.6, "took \(Date().timeIntervalSince(start)) s")
+        #expect(!f.isConnected)
+    }
+
     /// The CLI: `info`, `blk read` and `attach` exit non-zero within the bound (plus 1 s), naming
     /// the socket, whether the bound comes from `--peer-timeout` or the spelling's `timeout=`.
     @Test(arguments: Stall.allCases)
