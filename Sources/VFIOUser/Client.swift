@@ -68,12 +68,16 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     public init(path: String, dmaBytes: Int, timeoutMilliseconds: Int = VFIOUserFunction.defaultTimeoutMilliseconds) throws(VFIOUserError) {
         address = "vfio-user:\(path)"
+        guard (1...86_400_000).contains(timeoutMilliseconds) else { throw .io("timeout \(timeoutMilliseconds) ms: expected 1 ms to 1 day") }
         self.timeoutMilliseconds = timeoutMilliseconds
-        conn = try VFIOUserConnection.connect(path: path)
+        conn = try VFIOUserConnection.connect(path: path, timeoutMilliseconds: timeoutMilliseconds)
         conn.sendTimeoutMilliseconds = timeoutMilliseconds
         do { memory = try SharedDMAMemory(size: dmaBytes) } catch { throw .io("DMA memory: \(error)") }
         var sizes = [Int](repeating: 0, count: Int(VFIOUserConst.numRegions))
         var maps = [UnsafeMutableRawPointer?](repeating: nil, count: 6)
+        var started = false
+        // A failure before the function is whole (deinit does not run) must not leave BARs mapped.
+        defer { if !started { for (i, p) in maps.enumerated() { if let p { munmap(p, sizes[i]) } } } }
         var caps = ""
         // VERSION first: major 0, our capabilities.
         let json = "{\"capabilities\":{\"max_msg_fds\":\(CSHIM_MAX_FDS),\"max_data_xfer_size\":\(VFIOUserConst.maxDataTransfer)}}"
@@ -99,7 +103,9 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
             // A mappable BAR (MMAP flag, one fd): map it whole; accesses then go straight to memory.
             if index < 6, info.u32(4) & VFIOUserConst.regionMmap != 0, let fd = r.fds.first, sizes[index] > 0 {
                 let prot = (info.u32(4) & VFIOUserConst.regionRead != 0 ? PROT_READ : 0) | (info.u32(4) & VFIOUserConst.regionWrite != 0 ? PROT_WRITE : 0)
-                if let p = mmap(nil, sizes[index], prot, MAP_SHARED, fd, off_t(info.u64(24))), p != MAP_FAILED {
+                // The offset is the server's u64: one past off_t's range is refused, not trapped on.
+                if info.u64(24) <= UInt64(Int64.max),
+                   let p = mmap(nil, sizes[index], prot, MAP_SHARED, fd, off_t(info.u64(24))), p != MAP_FAILED {
                     maps[index] = p
                 }
             }
@@ -107,6 +113,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
         }
         regionSizes = sizes
         mapped = maps
+        started = true  // every property is set: from here a failure runs deinit, which unmaps them
         serverCapabilities = caps
         // All DMA memory in one window the server maps from our memfd.
         _ = try Self.request(conn, lock, dead, timeoutMilliseconds, .dmaMap,
@@ -144,14 +151,22 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
                 }
                 guard r.header.messageID == id else {
                     for f in r.fds { close(f) }
-                    return .failure(.protocolError("expected the reply to message \(id), got message \(r.header.messageID)"))
+                    throw .protocolError("expected the reply to message \(id), got message \(r.header.messageID)")
                 }
-                if r.header.isError { return .failure(.remote(command: cmd.rawValue, errno: r.header.error)) }
+                if r.header.isError {
+                    for f in r.fds { close(f) }
+                    return .failure(.remote(command: cmd.rawValue, errno: r.header.error))
+                }
                 return .success(r)
             } catch let .timedOut(why) {
+                dead.store(true, ordering: .releasing)
                 let detail = why.hasPrefix("\(conn.peer): ") ? String(why.dropFirst(conn.peer.count + 2)) : why
                 return .failure(.timedOut("\(conn.peer): no reply to \(cmd.specName) within \(timeout) ms (\(detail)); the server is taken for gone"))
             } catch {
+                // Gone, or the stream is out of step (a reply that is not ours, a message that cannot
+                // be framed): a later reply would be taken for the next command's, so every later
+                // call fails at once. Marked under the lock, so a queued caller sees it.
+                dead.store(true, ordering: .releasing)
                 return .failure(error)
             }
         }
@@ -191,15 +206,16 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     func call(_ cmd: VFIOUserCommand, _ payload: [UInt8], fds: [Int32] = [], noReply: Bool = false) throws(PCIError) -> VFIOUserMessage {
         if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
-        do { return try Self.request(conn, lock, dead, timeoutMilliseconds, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
+        let reply: VFIOUserMessage
+        do { reply = try Self.request(conn, lock, dead, timeoutMilliseconds, cmd, payload, fds: fds, noReply: noReply, memory: memory) } catch {
             switch error {
-            // Gone, or silent past the bound: later calls fail at once instead of waiting again
-            // (a reply that comes late would be taken for the next command's).
-            case .disconnected, .io, .timedOut: dead.store(true, ordering: .releasing)
             case .protocolError, .remote: throw .io("\(address): \(error)")
+            case .disconnected, .io, .timedOut: throw .io("\(error)")  // these name the socket already
             }
-            throw .io("\(error)")  // these name the socket already
         }
+        // No reply after start-up carries a descriptor we use: a server that sends some gets them closed.
+        for f in reply.fds { close(f) }
+        return reply
     }
 
     public var isConnected: Bool { !dead.load(ordering: .acquiring) }

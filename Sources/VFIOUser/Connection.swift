@@ -57,17 +57,26 @@ public final class VFIOUserConnection: @unchecked Sendable {
         if !closed { Glibc.close(fd); closed = true }
     }
 
-    /// Connects to a server's socket.
-    public static func connect(path: String) throws(VFIOUserError) -> VFIOUserConnection {
+    /// Connects to a server's socket. A server whose listen backlog stays full (it serves one
+    /// client at a time, and may be stuck) makes connect wait: at most `timeoutMilliseconds`.
+    public static func connect(path: String, timeoutMilliseconds: Int? = nil) throws(VFIOUserError) -> VFIOUserConnection {
         var addr = try unixAddress(path)
         let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
+        // Linux bounds a blocking AF_UNIX connect by SO_SNDTIMEO (EAGAIN when it runs out).
+        if let ms = timeoutMilliseconds {
+            var tv = timeval(tv_sec: ms / 1000, tv_usec: (ms % 1000) * 1000)
+            _ = setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
         let rc = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard rc == 0 else {
             let e = errno
             Glibc.close(s)
+            if e == EAGAIN, let ms = timeoutMilliseconds {
+                throw .timedOut("vfio-user:\(path): the server took no new connection within \(ms) ms (its backlog is full: it serves one client at a time)")
+            }
             throw .io("cannot connect to vfio-user server \(path): \(String(cString: strerror(e)))"
                 + (e == ENOENT || e == ECONNREFUSED ? " (is `virtioctl softdev serve --socket \(path)` running?)" : ""))
         }
@@ -129,7 +138,8 @@ public final class VFIOUserConnection: @unchecked Sendable {
         var done = 0
         while done < payload.count {
             do { try waitReadable(until: deadline, got: VFIOUserHeader.length + done, of: Int(header.size)) } catch { throw fail(error) }
-            let n = payload.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, Int32(MSG_DONTWAIT)) }
+            // Without a deadline the read blocks (waitReadable returned at once); with one, poll waited.
+            let n = payload.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, deadline == nil ? 0 : Int32(MSG_DONTWAIT)) }
             if n < 0, errno == EAGAIN || errno == EINTR { continue }
             guard n > 0 else { throw fail(.disconnected("\(peer): the peer closed the connection mid-message")) }
             done += n
@@ -143,6 +153,9 @@ public final class VFIOUserConnection: @unchecked Sendable {
         while true {
             let now = monotonicNanoseconds()
             guard now < deadline else {
+                // Past the deadline: what already arrived still counts (one look, no waiting).
+                var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                if poll(&p, 1, 0) > 0 { return }
                 throw .timedOut(got == 0 ? "\(peer): nothing arrived before the deadline"
                     : got < VFIOUserHeader.length ? "\(peer): the peer stalled after \(got) bytes of a \(VFIOUserHeader.length)-byte message header"
                     : "\(peer): the peer stalled after \(got) of the message's \(expected) bytes")

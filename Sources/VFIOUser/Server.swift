@@ -85,7 +85,7 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
         clientsServed += 1
         log("client \(clientsServed) connected")
         var negotiated = false
-        let bound = UInt64(timeoutMilliseconds) * 1_000_000
+        let bound = UInt64(min(max(timeoutMilliseconds, 1), 86_400_000)) * 1_000_000  // 1 ms to 1 day
         let handshakeDeadline = monotonicNanoseconds() + bound
         conn.sendTimeoutMilliseconds = timeoutMilliseconds
         defer {
@@ -98,8 +98,9 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
         while !stop() {
             var p = pollfd(fd: conn.fd, events: Int16(POLLIN), revents: 0)
             let now = monotonicNanoseconds()
-            let wait = negotiated || now >= handshakeDeadline ? 500 : min(500, Int32((handshakeDeadline - now) / 1_000_000) + 1)
+            let wait = negotiated || now >= handshakeDeadline ? 500 : Int32(min(500, (handshakeDeadline - now) / 1_000_000 + 1))
             let ready = poll(&p, 1, wait)
+            if ready < 0 { continue }  // EINTR (a stop signal): check stop, never read an idle client
             if ready == 0 {
                 if !negotiated, monotonicNanoseconds() >= handshakeDeadline {
                     warn("client \(clientsServed) sent no VERSION within \(timeoutMilliseconds) ms; dropped")
@@ -164,6 +165,11 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
             guard flags & ~3 == 0, size > 0, size <= 1 << 36 else { return fail(VFIOUserErrno.einval) }
             guard mapping == nil else { return fail(VFIOUserErrno.eexist) }  // one window: the client's arena
             guard let fd = m.fds.first else { return fail(VFIOUserErrno.einval) }  // DMA_READ/WRITE-only memory: not served
+            // The client's offset and size: inside off_t, and inside the file it handed over (a
+            // mapping past its end would SIGBUS the device on its first ring access).
+            var st = stat()
+            guard offset <= UInt64(Int64.max) - size, fstat(fd, &st) == 0, st.st_size >= 0,
+                  offset + size <= UInt64(st.st_size) else { return fail(VFIOUserErrno.einval) }
             let prot = (flags & VFIOUserConst.dmaRead != 0 ? PROT_READ : 0) | (flags & VFIOUserConst.dmaWrite != 0 ? PROT_WRITE : 0)
             guard let p = mmap(nil, Int(size), prot, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
                 return fail(UInt32(errno))

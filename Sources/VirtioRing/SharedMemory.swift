@@ -49,8 +49,10 @@ extension UnsafeMutableRawPointer {
     func storeRelease16(_ value: UInt16, at offset: Int) {
         let p = UnsafePointer<SharedU16>((self + offset).assumingMemoryBound(to: SharedU16.self))
         #if arch(arm64)
+        // DMB OSHST orders earlier stores for the device; the release store (STLR) still orders
+        // earlier loads too (a buffer's data read before its slot is handed back).
         cshim_dma_wmb()
-        p.pointee.store(value.littleEndian, ordering: .relaxed)
+        p.pointee.store(value.littleEndian, ordering: .releasing)
         #else
         p.pointee.store(value.littleEndian, ordering: .releasing)
         #endif

@@ -62,8 +62,15 @@ struct VFIOUserSpec: Equatable {
     }
 
     init(parsing text: String) throws(CLIError) {
+        // Keys are the trailing `,name=value` pieces; anything before them is the path, commas included.
         var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        path = parts.removeFirst()
+        var keys: [String] = []
+        while parts.count > 1, let last = parts.last, let eq = last.firstIndex(of: "="),
+              !last[..<eq].isEmpty, last[..<eq].allSatisfy({ $0.isLetter || $0 == "_" }) {
+            keys.insert(parts.removeLast(), at: 0)
+        }
+        path = parts.joined(separator: ",")
+        parts = keys
         guard !path.isEmpty else { throw CLIError("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
         for part in parts {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)

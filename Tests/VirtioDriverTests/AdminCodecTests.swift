@@ -96,6 +96,9 @@ import VirtioCore
         let bytes = DevicePart.encode(st.parts)
         #expect(try MemberState(parts: try DevicePart.decode(bytes)) == st)
         #expect(st.parts.map(\.type) == [0x100, 0x101, 0x102, 0x103, 0x104, 0x105, 0xFFFE])
+        // Files saved before VQ_STATE moved carry it as 0x1FF: still read as the ring state.
+        let before = st.parts.map { p in p.type == DevicePartType.vqState ? DevicePart(type: 0x1FF, flags: p.flags, selector: p.selector, value: p.value) : p }
+        #expect(try MemberState(parts: before) == st)
         // VQ_STATE value: le16 avail state, le16 used state, 4 reserved.
         #expect(hex(st.parts.last!.value) == "0380" + "0500" + "00000000")
         // Out of order, truncated and short parts are refused.

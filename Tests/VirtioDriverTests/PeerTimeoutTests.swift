@@ -172,11 +172,44 @@ func monotonicNow() -> UInt64 {
         }
     }
 
+    /// A server whose listen backlog is full (it serves one client at a time and is stuck): connect
+    /// itself is bounded, and says why.
+    @Test func aFullBacklogBoundsConnect() throws {
+        let path = "/tmp/vu-backlog-\(getpid()).sock"
+        unlink(path)
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { for (i, b) in path.utf8.enumerated() { $0[i] = b } }
+        let len = socklen_t(MemoryLayout<sockaddr_un>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
+        listen(listener, 0)
+        var queued: [Int32] = []
+        defer { for q in queued { close(q) }; close(listener); unlink(path) }
+        // Fill the backlog with non-blocking connects until one would wait.
+        while queued.count < 16 {
+            let q = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(q, $0, len) } }
+            if rc != 0 { close(q); break }
+            queued.append(q)
+        }
+        let start = Date()
+        do {
+            _ = try VFIOUserFunction(path: path, dmaBytes: 1 << 20, timeoutMilliseconds: 300)
+            Issue.record("connected through a full backlog")
+        } catch {
+            #expect("\(error)".contains("took no new connection within 300 ms"), "\(error)")
+        }
+        #expect(Date().timeIntervalSince(start) < 1.3)
+    }
+
     @Test func badTimeoutSpellingsAreRefused() throws {
         for (args, words) in [(["info", "vfio-user:/tmp/x.sock,timeout=0"], "timeout=0"),
                               (["info", "vfio-user:/tmp/x.sock,timeout=abc"], "timeout=abc"),
                               (["info", "vfio-user:/tmp/x.sock,speed=3"], "unknown key 'speed=3'"),
-                              (["info", "vfio-user:/tmp/x.sock", "--peer-timeout", "5"], "--peer-timeout must be")] {
+                              (["info", "vfio-user:/tmp/x.sock", "--peer-timeout", "5"], "--peer-timeout must be"),
+                              // A comma inside the path stays in the path; only trailing key=value pieces are keys.
+                              (["info", "vfio-user:/tmp/no,such.sock,timeout=500"], "cannot connect to vfio-user server /tmp/no,such.sock")] {
             let (rc, _, err) = try virtioctl(args)
             #expect(rc != 0 && err.contains(words), "\(args): \(err)")
         }

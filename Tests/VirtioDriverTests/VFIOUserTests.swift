@@ -196,6 +196,17 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
         #expect(try c.receive().header.error == VFIOUserErrno.einval)
         try c.send(VFIOUserMessage(id: 5, command: .regionWrite, payload: VFIOUserPayload.regionAccess(offset: 0, region: 7, count: 8, data: [1])))
         #expect(try c.receive().header.error == VFIOUserErrno.einval, "count says 8, one byte follows")
+        // An offset past off_t, and a window past the end of the memfd it comes with (it would SIGBUS
+        // the device later): refused, nothing mapped.
+        let small = try SharedDMAMemory(size: 4096)
+        for (offset, size) in [(UInt64.max - 4095, UInt64(4096)), (0, UInt64(1 << 20))] {
+            try c.send(VFIOUserMessage(id: 8, command: .dmaMap,
+                                       payload: VFIOUserPayload.dmaMap(flags: 3, offset: offset, address: 0x1_0000_0000, size: size),
+                                       fds: [small.fd]))
+            #expect(try c.receive().header.error == VFIOUserErrno.einval, "offset \(offset) size \(size)")
+        }
+        try c.send(VFIOUserMessage(id: 9, command: .regionRead, payload: VFIOUserPayload.regionAccess(offset: UInt64(Int64.max), region: 7, count: 4)))
+        #expect(try c.receive().header.error == VFIOUserErrno.einval, "an offset near 2^63 is out of range, not a trap")
         try c.send(VFIOUserMessage(id: 6, command: .deviceGetInfo, payload: VFIOUserPayload.deviceInfo(flags: 0, regions: 0, irqs: 0)))
         let ok = try c.receive()
         #expect(!ok.header.isError && ok.header.messageID == 6)

@@ -16,6 +16,8 @@ public enum DevicePartType {
     /// is the top of the reserved range; 0xFFFF itself is what a vanished device reads as, so
     /// VQ_STATE takes 0xFFFE. It is always OPTIONAL: a device that does not know it may ignore it.
     public static let vqState: UInt16 = 0xFFFE
+    /// Where VQ_STATE sat before (parts files saved by earlier builds): read as VQ_STATE, never written.
+    public static let vqStateBefore: UInt16 = 0x1FF
 
     public static func name(_ t: UInt16) -> String {
         switch t {
@@ -43,7 +45,7 @@ public enum DevicePartType {
         case deviceStatus: 3
         case vqCfg: 4
         case vqNotifyCfg: 5
-        case vqState: 6
+        case vqState, vqStateBefore: 6
         default: 7
         }
     }
@@ -273,7 +275,8 @@ public struct MemberState: Sendable, Equatable, Codable {
                 throw .invalidRequest("\(DevicePartType.name(p.type)) has \(p.value.count) value bytes, expected \(n)")
             }
         }
-        for p in parts {
+        for var p in parts {
+            if p.type == DevicePartType.vqStateBefore { p.type = DevicePartType.vqState }
             if DevicePartType.isDeviceType(p.type) {
                 deviceTypeParts.append(p)
                 continue
