@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import VFIOUser
+import VirtioCore
 import VirtioDrivers
 import VirtioPCI
 import VirtioSoftDevice
@@ -54,7 +55,7 @@ final class StallingProxy: @unchecked Sendable {
     }
 
     private func relay(_ mode: Stall, stallAt: Int) {
-        let bound = { monotonicNow() + 15_000_000_000 }
+        let bound = { monotonicNanoseconds() + 15_000_000_000 }
         var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         guard poll(&p, 1, 15_000) == 1 else { return }
         let client = VFIOUserConnection(fd: accept(listener, nil, nil), peer: "proxy client")
@@ -87,12 +88,6 @@ final class StallingProxy: @unchecked Sendable {
         }
         _ = bytes.withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
-}
-
-func monotonicNow() -> UInt64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
 }
 
 /// Every wait on a vfio-user peer is bounded: a silent server, one that sends half a header, and
