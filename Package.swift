@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],  // Synchronization.Atomic; no effect on Linux
     products: [
         .library(name: "VirtioRing", targets: ["VirtioRing"]),
+        .library(name: "VirtioWire", targets: ["VirtioWire"]),
         .library(name: "VirtioCore", targets: ["VirtioCore"]),
         .library(name: "VirtioPCI", targets: ["VirtioPCI"]),
         .library(name: "VirtioDrivers", targets: ["VirtioDrivers"]),
@@ -22,36 +23,43 @@ let package = Package(
     targets: [
         // Split and packed rings, driver side and device side. Stdlib + Synchronization only.
         .target(name: "VirtioRing", dependencies: ["CShim"]),
+        // Every byte layout two sides read and write, defined once: PCI registers, blk config and
+        // requests, the admin command wire, statistics entries, the little-endian codec. Stdlib only.
+        .target(name: "VirtioWire"),
         // Thin C helpers for what Swift cannot do (affinity, volatile MMIO, eventfd).
         .target(name: "CShim"),
         // Feature bits and policy, status machine, VirtioTransport, initialisation, virtqueue handles.
         .target(name: "VirtioCore",
-                dependencies: ["VirtioRing", .product(name: "Logging", package: "swift-log")]),
+                dependencies: ["VirtioRing", "VirtioWire", .product(name: "Logging", package: "swift-log")]),
         // The modern virtio PCI transport over the PCIFunction seam.
         .target(name: "VirtioPCI",
-                dependencies: ["VirtioCore", "VirtioRing", "CShim", .product(name: "Logging", package: "swift-log")]),
+                dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log")]),
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
-        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim", "CLibPCI"]),
+        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", "CLibPCI"]),
         // vfio-user (QEMU docs/interop/vfio-user.rst): client (a PCIFunction) and server, fds over a UNIX socket.
-        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "CShim"]),
+        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim"]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.
-        .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing"]),
+        .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire"]),
         // `virtioctl check`: a scripted conformance suite that names each device-side violation's clause.
-        .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioDrivers"]),
+        .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "VirtioDrivers"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
         .target(name: "VirtioSoftDevice",
-                dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
+                dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
                                .product(name: "SystemPackage", package: "swift-system")]),
+        // Device opening: every device spelling and the common options, turned into an opened transport and driver.
+        .target(name: "VirtioAttach",
+                dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                               .product(name: "Logging", package: "swift-log")]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
         // malloc interposer: counts heap allocations (process-wide and per thread).
         .target(name: "CMallocCount"),
         .executableTarget(
             name: "virtioctl",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "VirtioCheck", "CShim", "CMallocCount",
+            dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                           "VirtioAttach", "VirtioCheck", "CShim", "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
@@ -63,17 +71,18 @@ let package = Package(
         .testTarget(
             name: "VirtioRingTests",
             dependencies: ["VirtioRing", "CShim", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
+        .testTarget(name: "VirtioWireTests", dependencies: ["VirtioWire"]),
         .testTarget(
             name: "VirtioDriverTests",
-            dependencies: ["VirtioRing", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
+            dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                           "VirtioAttach", "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
         // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay
         // @main, which FuzzReplay provides in plain builds so saved inputs replay in swift test).
-        .target(name: "FuzzReplay"),
-        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "FuzzReplay"]),
-        .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "FuzzReplay"]),
-        .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "FuzzReplay"]),
-        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "CShim", "FuzzReplay"]),
+        .target(name: "FuzzReplay", path: "Fuzz/Harnesses/FuzzReplay"),
+        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-used-ring"),
+        .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-admin-result"),
+        .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-stats-region"),
+        .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vfio-user"),
     ],
     swiftLanguageModes: [.v6]
 )

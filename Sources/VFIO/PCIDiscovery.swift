@@ -1,6 +1,7 @@
 import CLibPCI
 import VirtioCore
 import VirtioPCI
+import VirtioWire
 
 /// One virtio PCI function as discovery sees it.
 public struct VirtioPCIDeviceInfo: Sendable, Equatable, Codable {
@@ -45,7 +46,7 @@ public enum PCIDiscovery {
             guard d.vendor_id == virtioVendor, (0x1000...0x107F).contains(d.device_id) else { continue }
             let address = hexPadded(UInt32(bitPattern: d.domain), 4) + ":" + hexPadded(UInt32(d.bus), 2)
                 + ":" + hexPadded(UInt32(d.dev), 2) + "." + String(d.func, radix: 16)
-            let virtioID = VirtioPCI.deviceID(pciDeviceID: d.device_id)
+            let virtioID = VirtioPCIWire.deviceID(pciDeviceID: d.device_id)
             let type = virtioID.map { VirtioDeviceType(rawValue: $0)?.description ?? "type \($0)" } ?? "unknown"
             found.append(VirtioPCIDeviceInfo(
                 address: address, vendorID: d.vendor_id, deviceID: d.device_id, subsystemID: d.subsys_id,

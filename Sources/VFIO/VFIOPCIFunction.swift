@@ -2,6 +2,7 @@ import CShim
 import Synchronization
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -3,6 +3,7 @@ import Synchronization
 import VirtioCore
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,6 +2,7 @@ import CShim
 import VirtioCore
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,5 @@
 import VirtioRing
+import VirtioWire
 
 /// vfio-user commands (QEMU docs/interop/vfio-user.rst).
 public enum VFIOUserCommand: UInt16, Sendable, CaseIterable {

@@ -1,6 +1,7 @@
 import VirtioCore
 import VirtioDrivers
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -15,6 +15,10 @@ public struct ConfigReader {
         let lo = try read(offset, 4), hi = try read(offset + 4, 4)
         return lo | hi << 32
     }
+    /// A field of `width` bytes (1, 2, 4, or 8 as two halves).
+    public func read(offset: Int, width: Int) throws(VirtioError) -> UInt64 {
+        width == 8 ? try u64(offset) : try read(offset, width)
+    }
 }
 
 /// What a queue was set up with, for `info`.

@@ -1,6 +1,7 @@
 import Logging
 import VirtioCore
 import VirtioRing
+import VirtioWire
 
 /// A virtio-balloon driver for its statistics queue (`VIRTIO_BALLOON_F_STATS_VQ`): it reports this
 /// system's memory statistics whenever the device asks. It does not inflate or deflate: the

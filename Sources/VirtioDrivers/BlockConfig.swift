@@ -1,55 +1,26 @@
+
 import VirtioCore
+import VirtioWire
 
-/// `struct virtio_blk_config`, decoded and checked (the device is untrusted: nonsense limits fail attach).
-public struct BlockConfig: Sendable, Equatable, Codable {
-    /// Capacity in 512-byte sectors.
-    public var capacitySectors: UInt64
-    public var sizeMax: UInt32?
-    public var segMax: UInt32?
-    /// Logical block size in bytes (512 when BLK_SIZE is not negotiated).
-    public var blockSize: UInt32
-    public var physicalBlockExponent: UInt8?
-    public var alignmentOffset: UInt8?
-    public var minIOSize: UInt16?
-    public var optimalIOSize: UInt32?
-    public var numQueues: UInt16
-    public var maxDiscardSectors: UInt32?
-    public var maxDiscardSegments: UInt32?
-    public var discardSectorAlignment: UInt32?
-    public var maxWriteZeroesSectors: UInt32?
-    public var maxWriteZeroesSegments: UInt32?
-    public var writeZeroesMayUnmap: Bool?
-
-    public var capacityBytes: UInt64 { capacitySectors &* 512 }
-
-    /// Reads the fields the negotiated features make valid, inside one config_generation window.
+extension BlockConfig {
+    /// Reads the fields the negotiated features make valid, inside one config_generation window,
+    /// and checks them (the device is untrusted: nonsense limits fail attach).
     public static func read<T>(from device: VirtioDevice<T>) throws(BlockError) -> BlockConfig {
         let f = device.negotiated
+        var valid: BlockConfigFields = []
+        if f.contains(BlockFeature.sizeMax) { valid.insert(.sizeMax) }
+        if f.contains(BlockFeature.segMax) { valid.insert(.segMax) }
+        if f.contains(BlockFeature.blockSize) { valid.insert(.blockSize) }
+        if f.contains(BlockFeature.topology) { valid.insert(.topology) }
+        if f.contains(BlockFeature.multiQueue) { valid.insert(.multiQueue) }
+        if f.contains(BlockFeature.discard) { valid.insert(.discard) }
+        if f.contains(BlockFeature.writeZeroes) { valid.insert(.writeZeroes) }
         let cfg: BlockConfig
         do {
             cfg = try device.readConfig { (c: ConfigReader) throws(VirtioError) -> BlockConfig in
-                var cfg = BlockConfig(capacitySectors: try c.u64(0), blockSize: 512, numQueues: 1)
-                if f.contains(BlockFeature.sizeMax) { cfg.sizeMax = try c.u32(8) }
-                if f.contains(BlockFeature.segMax) { cfg.segMax = try c.u32(12) }
-                if f.contains(BlockFeature.blockSize) { cfg.blockSize = try c.u32(20) }
-                if f.contains(BlockFeature.topology) {
-                    cfg.physicalBlockExponent = try c.u8(24)
-                    cfg.alignmentOffset = try c.u8(25)
-                    cfg.minIOSize = try c.u16(26)
-                    cfg.optimalIOSize = try c.u32(28)
+                try BlockConfig.decode(valid) { (offset, width) throws(VirtioError) -> UInt64 in
+                    try c.read(offset: offset, width: width)
                 }
-                if f.contains(BlockFeature.multiQueue) { cfg.numQueues = try c.u16(34) }
-                if f.contains(BlockFeature.discard) {
-                    cfg.maxDiscardSectors = try c.u32(36)
-                    cfg.maxDiscardSegments = try c.u32(40)
-                    cfg.discardSectorAlignment = try c.u32(44)
-                }
-                if f.contains(BlockFeature.writeZeroes) {
-                    cfg.maxWriteZeroesSectors = try c.u32(48)
-                    cfg.maxWriteZeroesSegments = try c.u32(52)
-                    cfg.writeZeroesMayUnmap = try c.u8(56) != 0
-                }
-                return cfg
             }
         } catch {
             throw .virtio(error)

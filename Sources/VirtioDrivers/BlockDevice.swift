@@ -1,6 +1,7 @@
 import Logging
 import VirtioCore
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

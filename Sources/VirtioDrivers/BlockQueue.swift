@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,12 +14,12 @@ public enum BlockOperation: Sendable, Equatable {
 
     @inlinable var requestType: UInt32 {
         switch self {
-        case .read: 0
-        case .write: 1
-        case .flush: 4
-        case .getID: 8
-        case .discard: 11
-        case .writeZeroes: 13
+        case .read: BlockRequestType.read
+        case .write: BlockRequestType.write
+        case .flush: BlockRequestType.flush
+        case .getID: BlockRequestType.getID
+        case .discard: BlockRequestType.discard
+        case .writeZeroes: BlockRequestType.writeZeroes
         }
     }
 }
@@ -271,16 +272,13 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         let slot = freeSlots[freeCount &- 1]
         let base = slots.pointer + Int(slot) &* 64
         let baseAddress = slots.deviceAddress &+ UInt64(Int(slot) &* 64)
-        // struct virtio_blk_outhdr { le32 type; le32 ioprio; le64 sector; }
-        base.storeBytes(of: op.requestType.littleEndian, toByteOffset: 0, as: UInt32.self)
-        base.storeBytes(of: UInt32(0), toByteOffset: 4, as: UInt32.self)
-        let headerSector: UInt64 = (op == .read || op == .write) ? sector : 0
-        base.storeBytes(of: headerSector.littleEndian, toByteOffset: 8, as: UInt64.self)
-        // 0xFF is no status: a device that never writes the byte is caught.
-        base.storeBytes(of: UInt8(0xFF), toByteOffset: 16, as: UInt8.self)
+        BlockRequestHeader(type: op.requestType, sector: (op == .read || op == .write) ? sector : 0).store(to: base)
+        // Slot layout: header at 0, status byte at 16, discard/write-zeroes segment at 32.
+        // A status the device never writes stays notWritten and is caught.
+        base.storeBytes(of: BlockStatusByte.notWritten, toByteOffset: 16, as: UInt8.self)
 
         var count = 0
-        scratch[0] = BufferElement(address: baseAddress, length: 16)
+        scratch[0] = BufferElement(address: baseAddress, length: UInt32(BlockRequestHeader.size))
         count = 1
         var readable = 1
         switch op {
@@ -301,12 +299,9 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             if op == .write { readable = count }
         case let .discard(n), let .writeZeroes(n, _):
             var flags: UInt32 = 0
-            if case let .writeZeroes(_, unmap) = op, unmap { flags = 1 }
-            // struct virtio_blk_discard_write_zeroes { le64 sector; le32 num_sectors; le32 flags; }
-            base.storeBytes(of: sector.littleEndian, toByteOffset: 32, as: UInt64.self)
-            base.storeBytes(of: n.littleEndian, toByteOffset: 40, as: UInt32.self)
-            base.storeBytes(of: flags.littleEndian, toByteOffset: 44, as: UInt32.self)
-            scratch[count] = BufferElement(address: baseAddress &+ 32, length: 16)
+            if case let .writeZeroes(_, unmap) = op, unmap { flags = BlockDiscardSegment.unmap }
+            BlockDiscardSegment(sector: sector, sectors: n, flags: flags).store(to: base + 32)
+            scratch[count] = BufferElement(address: baseAddress &+ 32, length: UInt32(BlockDiscardSegment.size))
             count &+= 1
             readable = count
         case .flush:
@@ -353,10 +348,10 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             result = .protocolError(.statusNotWritten(usedLength: 0))
         } else {
             switch status {
-            case 0: result = .ok
-            case 1: result = .ioError
-            case 2: result = .unsupported
-            case 0xFF: result = .protocolError(.statusNotWritten(usedLength: used.length))
+            case BlockStatusByte.ok: result = .ok
+            case BlockStatusByte.ioError: result = .ioError
+            case BlockStatusByte.unsupported: result = .unsupported
+            case BlockStatusByte.notWritten: result = .protocolError(.statusNotWritten(usedLength: used.length))
             default: result = .protocolError(.invalidStatus(status))
             }
         }

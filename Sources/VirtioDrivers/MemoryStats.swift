@@ -1,23 +1,8 @@
 import VirtioCore
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// virtio-balloon statistics tags (`struct virtio_balloon_stat`, device-types/balloon).
-public enum BalloonStatTag {
-    public static let swapIn: UInt16 = 0, swapOut: UInt16 = 1, majorFaults: UInt16 = 2, minorFaults: UInt16 = 3,
-                      freeMemory: UInt16 = 4, totalMemory: UInt16 = 5, availableMemory: UInt16 = 6,
-                      diskCaches: UInt16 = 7, hugetlbAllocations: UInt16 = 8, hugetlbFailures: UInt16 = 9
-
-    public static func name(_ t: UInt16) -> String {
-        ["swap_in", "swap_out", "major_faults", "minor_faults", "free_memory", "total_memory", "available_memory",
-         "disk_caches", "hugetlb_allocations", "hugetlb_failures"][safe: Int(t)] ?? "tag_\(t)"
-    }
-}
-
-extension Array {
-    subscript(safe i: Int) -> Element? { indices.contains(i) ? self[i] : nil }
-}
 
 /// This system's memory statistics as the balloon reports them, from /proc/meminfo and
 /// /proc/vmstat, computed the way Linux's virtio_balloon `update_balloon_stats` does:

@@ -1,3 +1,4 @@
+import VirtioWire
 /// A window into a BAR that a virtio capability describes.
 public struct BARWindow: Sendable, Equatable {
     public let bar: Int
@@ -57,7 +58,7 @@ public func walkVirtioCapabilities(_ function: some PCIFunction) throws(Capabili
     }
     let vendor = UInt16(truncatingIfNeeded: try cfg(PCIConfig.vendorID, 2))
     let device = UInt16(truncatingIfNeeded: try cfg(PCIConfig.deviceID, 2))
-    guard vendor == VirtioPCI.vendorID, (0x1000...0x107F).contains(device) else {
+    guard vendor == VirtioPCIWire.vendorID, (0x1000...0x107F).contains(device) else {
         throw .notVirtio(vendor: vendor, device: device)
     }
     guard try cfg(PCIConfig.status, 2) & PCIConfig.statusCapabilityList != 0 else { throw .legacyOnly }
@@ -76,33 +77,33 @@ public func walkVirtioCapabilities(_ function: some PCIFunction) throws(Capabili
             break
         }
         let id = UInt8(truncatingIfNeeded: try cfg(pointer, 1))
-        let next = Int(try cfg(pointer + 1, 1)) & ~3
+        let next = Int(try cfg(pointer + VirtioPCICapField.next, 1)) & ~3
         defer { pointer = next }
         if id == PCIConfig.capabilityMSIX {
-            let control = try cfg(pointer + 2, 2)
-            msixVectors = Int(control & 0x7FF) + 1
+            let control = try cfg(pointer + MSIXCapField.control, 2)
+            msixVectors = Int(control & MSIXCapField.tableSizeMask) + 1
             msixCap = pointer
             continue
         }
         guard id == PCIConfig.capabilityVendor else { continue }
         sawVirtio = true
         let at = "0x" + String(pointer, radix: 16)
-        let capLen = Int(try cfg(pointer + 2, 1))
-        let type = UInt8(truncatingIfNeeded: try cfg(pointer + 3, 1))
-        guard capLen >= 16, pointer + capLen <= 0x100 else {
+        let capLen = Int(try cfg(pointer + VirtioPCICapField.length, 1))
+        let type = UInt8(truncatingIfNeeded: try cfg(pointer + VirtioPCICapField.configType, 1))
+        guard capLen >= VirtioPCICapField.baseLength, pointer + capLen <= 0x100 else {
             ignored.append("capability at \(at): cap_len \(capLen) is shorter than 16 or runs past config space")
             continue
         }
-        if type == VirtioPCI.capPCICfg {
-            if capLen >= 20 { pciCfg = pciCfg ?? pointer } else { ignored.append("PCI_CFG at \(at): cap_len \(capLen) < 20") }
+        if type == VirtioPCIWire.capPCICfg {
+            if capLen >= VirtioPCICapField.extendedLength { pciCfg = pciCfg ?? pointer } else { ignored.append("PCI_CFG at \(at): cap_len \(capLen) < 20") }
             continue
         }
-        guard [VirtioPCI.capCommon, VirtioPCI.capNotify, VirtioPCI.capISR, VirtioPCI.capDevice].contains(type) else {
+        guard [VirtioPCIWire.capCommon, VirtioPCIWire.capNotify, VirtioPCIWire.capISR, VirtioPCIWire.capDevice].contains(type) else {
             continue  // shared memory, vendor data and reserved types: not used by this driver
         }
-        let barIndex = Int(try cfg(pointer + 4, 1))
-        let offset = Int(try cfg(pointer + 8, 4))
-        let length = Int(try cfg(pointer + 12, 4))
+        let barIndex = Int(try cfg(pointer + VirtioPCICapField.bar, 1))
+        let offset = Int(try cfg(pointer + VirtioPCICapField.offset, 4))
+        let length = Int(try cfg(pointer + VirtioPCICapField.windowLength, 4))
         guard barIndex <= 5 else {
             ignored.append("capability at \(at) (type \(type)): BAR \(barIndex) is reserved")
             continue
@@ -118,14 +119,14 @@ public func walkVirtioCapabilities(_ function: some PCIFunction) throws(Capabili
         }
         let window = BARWindow(bar: barIndex, offset: offset, length: length)
         switch type {
-        case VirtioPCI.capCommon where common == nil:
+        case VirtioPCIWire.capCommon where common == nil:
             common = window
-        case VirtioPCI.capNotify where notify == nil:
-            guard capLen >= 20 else {
+        case VirtioPCIWire.capNotify where notify == nil:
+            guard capLen >= VirtioPCICapField.extendedLength else {
                 ignored.append("notify capability at \(at): cap_len \(capLen) < 20 (no notify_off_multiplier)")
                 continue
             }
-            let m = try cfg(pointer + 16, 4)
+            let m = try cfg(pointer + VirtioPCICapField.notifyOffMultiplier, 4)
             // An even power of two, or 0 (one doorbell for all queues).
             guard m == 0 || (m & (m - 1) == 0 && m % 2 == 0) else {
                 ignored.append("notify capability at \(at): notify_off_multiplier \(m) is not 0 or an even power of two")
@@ -137,10 +138,10 @@ public func walkVirtioCapabilities(_ function: some PCIFunction) throws(Capabili
             }
             notify = window
             multiplier = m
-        case VirtioPCI.capISR where isr == nil:
+        case VirtioPCIWire.capISR where isr == nil:
             guard length >= 1 else { ignored.append("ISR capability at \(at): length 0"); continue }
             isr = window
-        case VirtioPCI.capDevice where dev == nil:
+        case VirtioPCIWire.capDevice where dev == nil:
             dev = window
         default:
             continue  // a later instance of a type already found: the first is the device's preference
@@ -148,7 +149,7 @@ public func walkVirtioCapabilities(_ function: some PCIFunction) throws(Capabili
     }
     guard sawVirtio else { throw .legacyOnly }
     guard let common else { throw .missing("common configuration", ignored: ignored) }
-    guard common.length >= VirtioPCI.commonMinimumLength else { throw .commonTooShort(common.length) }
+    guard common.length >= VirtioPCIWire.commonMinimumLength else { throw .commonTooShort(common.length) }
     guard let notify else { throw .missing("notify", ignored: ignored) }
     guard let isr else { throw .missing("ISR", ignored: ignored) }
     return VirtioPCILayout(common: common, notify: notify, notifyMultiplier: multiplier, isr: isr, device: dev,

@@ -1,5 +1,6 @@
 import CShim
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -89,31 +90,6 @@ extension PCIFunction {
     public var backendDetails: [(String, String)] { [] }
 }
 
-/// Standard configuration space offsets and bits (PCI Local Bus spec).
-public enum PCIConfig {
-    public static let vendorID = 0x00
-    public static let deviceID = 0x02
-    public static let command = 0x04
-    public static let status = 0x06
-    public static let revision = 0x08
-    public static let classCode = 0x09
-    public static let bar0 = 0x10
-    public static let subsystemVendorID = 0x2C
-    public static let subsystemID = 0x2E
-    public static let capabilitiesPointer = 0x34
-
-    public static let commandMemorySpace: UInt32 = 1 << 1
-    public static let commandBusMaster: UInt32 = 1 << 2
-    public static let statusCapabilityList: UInt32 = 1 << 4
-
-    public static let capabilityVendor: UInt8 = 0x09
-    public static let capabilityMSIX: UInt8 = 0x11
-    /// Extended configuration space (PCIe): capabilities from 0x100.
-    public static let extendedStart = 0x100
-    public static let extendedEnd = 0x1000
-    public static let extCapSRIOV: UInt16 = 0x0010
-}
-
 /// The offset of PCIe extended capability `id`, or nil (no extended space, or not there).
 /// A config space of 256 bytes answers the first read with an error or 0; both mean "none".
 public func findExtendedCapability<F: PCIFunction>(_ f: F, id: UInt16) throws(PCIError) -> Int? {
@@ -131,38 +107,4 @@ public func findExtendedCapability<F: PCIFunction>(_ f: F, id: UInt16) throws(PC
         seen += 1
     }
     return nil
-}
-
-/// Virtio PCI capability types and common-config offsets (`transport-pci.tex`; digest c.2-c.3).
-public enum VirtioPCI {
-    public static let vendorID: UInt16 = 0x1AF4
-    public static let capCommon: UInt8 = 1, capNotify: UInt8 = 2, capISR: UInt8 = 3, capDevice: UInt8 = 4,
-                      capPCICfg: UInt8 = 5, capSharedMemory: UInt8 = 8, capVendor: UInt8 = 9
-
-    public static let deviceFeatureSelect = 0x00, deviceFeature = 0x04, driverFeatureSelect = 0x08,
-                      driverFeature = 0x0C, configMSIXVector = 0x10, numQueues = 0x12, deviceStatus = 0x14,
-                      configGeneration = 0x15, queueSelect = 0x16, queueSize = 0x18, queueMSIXVector = 0x1A,
-                      queueEnable = 0x1C, queueNotifyOff = 0x1E, queueDesc = 0x20, queueDriver = 0x28,
-                      queueDevice = 0x30, queueNotifConfigData = 0x38, queueReset = 0x3A,
-                      adminQueueIndex = 0x3C, adminQueueNum = 0x3E
-    /// Common config up to queue_device: what every 1.0 device has.
-    public static let commonMinimumLength = 0x38
-    /// Through admin_queue_num (1.3).
-    public static let commonFullLength = 0x40
-    public static let noVector: UInt16 = 0xFFFF
-
-    /// The virtio device type a PCI device ID names (modern 0x1040+, transitional 0x1000-0x103F).
-    public static func deviceID(pciDeviceID id: UInt16) -> UInt16? {
-        switch id {
-        case 0x1040...0x107F: id - 0x1040
-        case 0x1000: 1
-        case 0x1001: 2
-        case 0x1002: 5
-        case 0x1003: 3
-        case 0x1004: 8
-        case 0x1005: 4
-        case 0x1009: 9
-        default: nil
-        }
-    }
 }

@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import VirtioCore
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,23 +56,23 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         } catch {
             throw .transport("\(function.address): PCI configuration space: \(error)")
         }
-        deviceID = VirtioPCI.deviceID(pciDeviceID: pciDevice) ?? 0
+        deviceID = VirtioPCIWire.deviceID(pciDeviceID: pciDevice) ?? 0
         deviceType = VirtioDeviceType(rawValue: deviceID)
         for why in layout.ignored { logger.warning("capability ignored", metadata: ["why": "\(why)"]) }
     }
 
     public var name: String { function.address }
     public var dma: any DMAAllocator { function.dma }
-    public var adminQueueRegistersAvailable: Bool { layout.common.length >= VirtioPCI.commonFullLength }
+    public var adminQueueRegistersAvailable: Bool { layout.common.length >= VirtioPCIWire.commonFullLength }
 
     /// Bits whose registers lie past the common window, and notification data when the doorbells
     /// cannot take aligned 32-bit writes (Linux `vp_check_common_size` drops the same bits).
     public var unsupportedFeatures: FeatureSet {
         var out = FeatureSet()
         let len = layout.common.length
-        if len < VirtioPCI.queueNotifConfigData + 2 { out.insert(VirtioFeature.notifConfigData) }
-        if len < VirtioPCI.queueReset + 2 { out.insert(VirtioFeature.ringReset) }
-        if len < VirtioPCI.commonFullLength { out.insert(VirtioFeature.adminVQ) }
+        if len < CommonConfigField.queueNotifConfigData.offset + 2 { out.insert(VirtioFeature.notifConfigData) }
+        if len < CommonConfigField.queueReset.offset + 2 { out.insert(VirtioFeature.ringReset) }
+        if len < VirtioPCIWire.commonFullLength { out.insert(VirtioFeature.adminVQ) }
         if layout.notify.offset % 4 != 0 || layout.notifyMultiplier % 4 != 0 { out.insert(VirtioFeature.notificationData) }
         return out
     }
@@ -130,57 +131,57 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     // MARK: VirtioTransport
 
     public func readStatus() throws(VirtioError) -> DeviceStatus {
-        DeviceStatus(rawValue: try common8(VirtioPCI.deviceStatus))
+        DeviceStatus(rawValue: try common8(CommonConfigField.deviceStatus.offset))
     }
 
     public func writeStatus(_ status: DeviceStatus) throws(VirtioError) {
-        try write(common, VirtioPCI.deviceStatus, 1, UInt64(status.rawValue))
+        try write(common, CommonConfigField.deviceStatus.offset, 1, UInt64(status.rawValue))
     }
 
     public func readDeviceFeatures() throws(VirtioError) -> FeatureSet {
         var bits: UInt64 = 0
         for select in 0..<2 {
-            try write(common, VirtioPCI.deviceFeatureSelect, 4, UInt64(select))
-            bits |= UInt64(try common32(VirtioPCI.deviceFeature)) << (32 * UInt64(select))
+            try write(common, CommonConfigField.deviceFeatureSelect.offset, 4, UInt64(select))
+            bits |= UInt64(try common32(CommonConfigField.deviceFeature.offset)) << (32 * UInt64(select))
         }
         return FeatureSet(rawValue: bits)
     }
 
     public func writeDriverFeatures(_ features: FeatureSet) throws(VirtioError) {
         for select in 0..<2 {
-            try write(common, VirtioPCI.driverFeatureSelect, 4, UInt64(select))
-            try write(common, VirtioPCI.driverFeature, 4, UInt64(features.word(select)))
+            try write(common, CommonConfigField.driverFeatureSelect.offset, 4, UInt64(select))
+            try write(common, CommonConfigField.driverFeature.offset, 4, UInt64(features.word(select)))
         }
     }
 
-    public func numQueues() throws(VirtioError) -> Int { Int(try common16(VirtioPCI.numQueues)) }
+    public func numQueues() throws(VirtioError) -> Int { Int(try common16(CommonConfigField.numQueues.offset)) }
 
     private func select(_ queue: Int) throws(VirtioError) {
-        try write(common, VirtioPCI.queueSelect, 2, UInt64(queue))
+        try write(common, CommonConfigField.queueSelect.offset, 2, UInt64(queue))
     }
 
     public func queueMaxSize(_ queue: Int) throws(VirtioError) -> Int {
         try select(queue)
-        return Int(try common16(VirtioPCI.queueSize))
+        return Int(try common16(CommonConfigField.queueSize.offset))
     }
 
     public func setUpQueue(_ queue: Int, size: Int, addresses: QueueAddresses, vector: UInt16?,
                            features: FeatureSet) throws(VirtioError) -> QueueSetup {
         try select(queue)
-        if try common16(VirtioPCI.queueEnable) != 0 { throw .queueAlreadyEnabled(queue: queue) }
-        try write(common, VirtioPCI.queueSize, 2, UInt64(size))
-        try write64(VirtioPCI.queueDesc, addresses.descriptors)
-        try write64(VirtioPCI.queueDriver, addresses.driver)
-        try write64(VirtioPCI.queueDevice, addresses.device)
+        if try common16(CommonConfigField.queueEnable.offset) != 0 { throw .queueAlreadyEnabled(queue: queue) }
+        try write(common, CommonConfigField.queueSize.offset, 2, UInt64(size))
+        try write64(CommonConfigField.queueDescLow.offset, addresses.descriptors)
+        try write64(CommonConfigField.queueDriverLow.offset, addresses.driver)
+        try write64(CommonConfigField.queueDeviceLow.offset, addresses.device)
         var granted: UInt16?
         if let vector {
             // The driver MUST read the vector back: NO_VECTOR means the device refused it.
-            try write(common, VirtioPCI.queueMSIXVector, 2, UInt64(vector))
-            let back = try common16(VirtioPCI.queueMSIXVector)
+            try write(common, CommonConfigField.queueMSIXVector.offset, 2, UInt64(vector))
+            let back = try common16(CommonConfigField.queueMSIXVector.offset)
             granted = back == vector ? vector : nil
-            if granted == nil { try write(common, VirtioPCI.queueMSIXVector, 2, UInt64(VirtioPCI.noVector)) }
+            if granted == nil { try write(common, CommonConfigField.queueMSIXVector.offset, 2, UInt64(VirtioPCIWire.noVector)) }
         }
-        let off = Int(try common16(VirtioPCI.queueNotifyOff))
+        let off = Int(try common16(CommonConfigField.queueNotifyOff.offset))
         let withData = features.contains(VirtioFeature.notificationData)
         let width = withData ? 4 : 2
         let offset = off * Int(layout.notifyMultiplier)
@@ -193,7 +194,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         }
         var value16 = UInt16(queue)
         if features.contains(VirtioFeature.notifConfigData) {
-            value16 = try common16(VirtioPCI.queueNotifConfigData)
+            value16 = try common16(CommonConfigField.queueNotifConfigData.offset)
         }
         let target = NotifyTarget(pointer: notifyRegion.pointer.map { $0 + offset }, bar: layout.notify.bar,
                                   offset: layout.notify.offset + offset, value16: value16, withData: withData)
@@ -202,16 +203,16 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
 
     public func enableQueue(_ queue: Int) throws(VirtioError) {
         try select(queue)
-        try write(common, VirtioPCI.queueEnable, 2, 1)
+        try write(common, CommonConfigField.queueEnable.offset, 2, 1)
     }
 
     public func resetQueue(_ queue: Int) throws(VirtioError) {
         try select(queue)
-        try write(common, VirtioPCI.queueReset, 2, 1)
+        try write(common, CommonConfigField.queueReset.offset, 2, 1)
         for _ in 0..<10_000 {
-            if try common16(VirtioPCI.queueReset) == 0 {
+            if try common16(CommonConfigField.queueReset.offset) == 0 {
                 // Virtqueue Reset: once done the device presents 0 in queue_reset and in queue_enable.
-                guard try common16(VirtioPCI.queueEnable) == 0 else { throw .queueStillEnabled(queue: queue) }
+                guard try common16(CommonConfigField.queueEnable.offset) == 0 else { throw .queueStillEnabled(queue: queue) }
                 return
             }
             usleep(100)
@@ -219,7 +220,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         throw .queueResetTimeout(queue: queue)
     }
 
-    public func configGeneration() throws(VirtioError) -> UInt8 { try common8(VirtioPCI.configGeneration) }
+    public func configGeneration() throws(VirtioError) -> UInt8 { try common8(CommonConfigField.configGeneration.offset) }
 
     public func readDeviceConfig(offset: Int, width: Int) throws(VirtioError) -> UInt64 {
         guard let device else { throw .transport("\(name): the device has no device-specific configuration") }
@@ -244,16 +245,16 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
 
     /// Programs config_msix_vector and reads it back; nil when the device refused it.
     public func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16? {
-        try write(common, VirtioPCI.configMSIXVector, 2, UInt64(vector))
-        return try common16(VirtioPCI.configMSIXVector) == vector ? vector : nil
+        try write(common, CommonConfigField.configMSIXVector.offset, 2, UInt64(vector))
+        return try common16(CommonConfigField.configMSIXVector.offset) == vector ? vector : nil
     }
 
     public func adminQueueRange() throws(VirtioError) -> Range<Int> {
         guard adminQueueRegistersAvailable else {
             throw .transport("\(name): the common configuration window (\(layout.common.length) bytes) has no admin queue fields")
         }
-        let first = Int(try common16(VirtioPCI.adminQueueIndex))
-        let count = Int(try common16(VirtioPCI.adminQueueNum))
+        let first = Int(try common16(CommonConfigField.adminQueueIndex.offset))
+        let count = Int(try common16(CommonConfigField.adminQueueNum.offset))
         let regular = try numQueues()
         guard count > 0 else { throw .transport("\(name): VIRTIO_F_ADMIN_VQ negotiated but admin_queue_num reads 0") }
         // transport-pci.tex: admin_queue_index is at or past num_queues (admin queues are not counted there).
@@ -266,12 +267,12 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     public func sriovState() throws(VirtioError) -> SRIOVState? {
         do {
             guard let at = try findExtendedCapability(function, id: PCIConfig.extCapSRIOV) else { return nil }
-            let caps = try function.configRead(offset: at + 4, width: 4)
-            let control = try function.configRead(offset: at + 8, width: 2)
-            let total = try function.configRead(offset: at + 0x0E, width: 2)
-            let num = try function.configRead(offset: at + 0x10, width: 2)
-            return SRIOVState(totalVFs: Int(total), numVFs: Int(num), vfEnable: control & 1 != 0,
-                              vfMigrationCapable: caps & 1 != 0)
+            let caps = try function.configRead(offset: at + SRIOVCapField.capabilities, width: 4)
+            let control = try function.configRead(offset: at + SRIOVCapField.control, width: 2)
+            let total = try function.configRead(offset: at + SRIOVCapField.totalVFs, width: 2)
+            let num = try function.configRead(offset: at + SRIOVCapField.numVFs, width: 2)
+            return SRIOVState(totalVFs: Int(total), numVFs: Int(num), vfEnable: control & SRIOVCapField.controlVFEnable != 0,
+                              vfMigrationCapable: caps & SRIOVCapField.capabilityVFMigration != 0)
         } catch {
             throw .transport("\(name): SR-IOV capability: \(error)")
         }

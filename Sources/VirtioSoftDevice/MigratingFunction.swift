@@ -1,6 +1,7 @@
 import Synchronization
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 
 /// What a VMM gives a guest across a live migration: one PCI function whose backing member
 /// changes underneath the driver. `migrate(to:)` is the switch-over, done while both members are

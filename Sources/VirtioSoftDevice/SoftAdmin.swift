@@ -1,6 +1,7 @@
 import Synchronization
 import VirtioCore
 import VirtioRing
+import VirtioWire
 
 /// The admin queues of a software owner function (`admin.tex`): LIST_QUERY/LIST_USE per group,
 /// the legacy interface, capabilities, DEV_PARTS resource objects, device parts and mode set, with

@@ -2,18 +2,10 @@ import Synchronization
 import SystemPackage
 import VirtioCore
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// virtio-blk request types and status values (`device-types/blk/description.tex`).
-public enum BlockRequestType {
-    public static let read: UInt32 = 0, write: UInt32 = 1, flush: UInt32 = 4, getID: UInt32 = 8,
-                      getLifetime: UInt32 = 10, discard: UInt32 = 11, writeZeroes: UInt32 = 13, secureErase: UInt32 = 14
-}
-public enum BlockStatusByte {
-    public static let ok: UInt8 = 0, ioError: UInt8 = 1, unsupported: UInt8 = 2
-}
 
 /// Counters of what the software block device served.
 public struct SoftBlockCounters: Sendable, Equatable {
@@ -128,27 +120,21 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
 
     /// `struct virtio_blk_config` (64 bytes through write_zeroes_may_unmap and padding).
     public func configBytes() -> [UInt8] {
-        var c = [UInt8](repeating: 0, count: 64)
-        func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
-            withUnsafeBytes(of: v.littleEndian) { for (i, b) in $0.enumerated() { c[at + i] = b } }
-        }
-        put(sectors, 0)                                 // capacity (512-byte sectors)
-        put(UInt32(0), 8)                               // size_max (SIZE_MAX not offered)
-        put(UInt32(options.segMax), 12)                 // seg_max
-        put(UInt32(options.blockSize), 20)              // blk_size
-        c[24] = 0                                       // topology: physical_block_exp
-        c[25] = 0                                       // alignment_offset
-        put(UInt16(1), 26)                              // min_io_size (in logical blocks)
-        put(UInt32(0), 28)                              // opt_io_size
-        c[32] = 1                                       // writeback
-        put(UInt16(options.queues), 34)                 // num_queues
-        put(maxDiscardSectors, 36)
-        put(maxDiscardSegments, 40)
-        put(UInt32(options.blockSize / 512), 44)        // discard_sector_alignment
-        put(maxWriteZeroesSectors, 48)
-        put(maxWriteZeroesSegments, 52)
-        c[56] = 1                                       // write_zeroes_may_unmap
-        return c
+        var c = BlockConfig(capacitySectors: sectors, blockSize: UInt32(options.blockSize), numQueues: UInt16(options.queues))
+        c.sizeMax = 0                                   // SIZE_MAX not offered
+        c.segMax = UInt32(options.segMax)
+        c.physicalBlockExponent = 0
+        c.alignmentOffset = 0
+        c.minIOSize = 1                                 // in logical blocks
+        c.optimalIOSize = 0
+        c.writeback = 1
+        c.maxDiscardSectors = maxDiscardSectors
+        c.maxDiscardSegments = maxDiscardSegments
+        c.discardSectorAlignment = UInt32(options.blockSize / 512)
+        c.maxWriteZeroesSectors = maxWriteZeroesSectors
+        c.maxWriteZeroesSegments = maxWriteZeroesSegments
+        c.writeZeroesMayUnmap = true
+        return c.encoded()
     }
 
     private func count(_ body: (inout SoftBlockCounters) -> Void) { countersLock.withLock { body(&$0) } }
@@ -161,16 +147,19 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
         let readable = io.readableBytes
         let writable = io.writableBytes
         // Framing: a 16-byte header first, a status byte last.
-        guard readable >= 16 else { return .malformed("virtio-blk request header is \(readable) bytes, less than 16") }
+        guard readable >= BlockRequestHeader.size else {
+            return .malformed("virtio-blk request header is \(readable) bytes, less than \(BlockRequestHeader.size)")
+        }
         guard writable >= 1 else { return .malformed("virtio-blk request has no device-writable status byte") }
-        var header = (UInt64(0), UInt64(0))
-        guard withUnsafeMutableBytes(of: &header, { io.read(at: 0, into: $0.baseAddress!, length: 16) }) else {
+        var raw = (UInt64(0), UInt64(0))
+        guard withUnsafeMutableBytes(of: &raw, { io.read(at: 0, into: $0.baseAddress!, length: BlockRequestHeader.size) }) else {
             return .malformed("virtio-blk request header is outside DMA memory")
         }
-        let type = UInt32(littleEndian: UInt32(truncatingIfNeeded: header.0))
-        let sector = UInt64(littleEndian: header.1)
+        let header = withUnsafeBytes(of: &raw) { BlockRequestHeader(loading: $0.baseAddress!) }
+        let type = header.type
+        let sector = header.sector
         let dataIn = writable - 1
-        let dataOut = readable - 16
+        let dataOut = readable - BlockRequestHeader.size
         var used: UInt32 = 1
         var status = BlockStatusByte.ok
         requestsServed.add(1, ordering: .relaxed)
@@ -196,7 +185,7 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
             if options.readOnly || dataOut % 512 != 0 || !inRange(sector, bytes: dataOut) {
                 status = BlockStatusByte.ioError
             } else {
-                guard options.nullBackend || io.read(at: 16, into: storage + Int(sector * 512), length: dataOut) else {
+                guard options.nullBackend || io.read(at: BlockRequestHeader.size, into: storage + Int(sector * 512), length: dataOut) else {
                     return .malformed("write data buffer is outside DMA memory")
                 }
                 count { $0.writes += 1; $0.bytesWritten += dataOut }
@@ -229,19 +218,21 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
 
     /// DISCARD and WRITE_ZEROES: `struct virtio_blk_discard_write_zeroes` segments; both zero the range here.
     private func zeroRanges(_ io: ChainIO<DMAArena>, bytes: Int, discard: Bool) -> UInt8 {
-        guard bytes > 0, bytes % 16 == 0 else { return BlockStatusByte.ioError }
-        let segments = bytes / 16
+        guard bytes > 0, bytes % BlockDiscardSegment.size == 0 else { return BlockStatusByte.ioError }
+        let segments = bytes / BlockDiscardSegment.size
         guard segments <= Int(discard ? maxDiscardSegments : maxWriteZeroesSegments) else { return BlockStatusByte.ioError }
         guard !options.readOnly else { return BlockStatusByte.ioError }
         var ranges: [(UInt64, Int)] = []
         for i in 0..<segments {
-            var seg = (UInt64(0), UInt32(0), UInt32(0))
-            guard withUnsafeMutableBytes(of: &seg, { io.read(at: 16 + i * 16, into: $0.baseAddress!, length: 16) }) else {
+            var raw = (UInt64(0), UInt64(0))
+            let at = BlockRequestHeader.size + i * BlockDiscardSegment.size
+            guard withUnsafeMutableBytes(of: &raw, { io.read(at: at, into: $0.baseAddress!, length: BlockDiscardSegment.size) }) else {
                 return BlockStatusByte.ioError
             }
-            let sector = UInt64(littleEndian: seg.0), num = UInt32(littleEndian: seg.1), flags = UInt32(littleEndian: seg.2)
+            let seg = withUnsafeBytes(of: &raw) { BlockDiscardSegment(loading: $0.baseAddress!) }
+            let sector = seg.sector, num = seg.sectors, flags = seg.flags
             // Discard takes no flags; write zeroes takes only UNMAP (bit 0).
-            if discard ? flags != 0 : flags & ~1 != 0 { return BlockStatusByte.unsupported }
+            if discard ? flags != 0 : flags & ~BlockDiscardSegment.unmap != 0 { return BlockStatusByte.unsupported }
             guard num <= (discard ? maxDiscardSectors : maxWriteZeroesSectors) else { return BlockStatusByte.ioError }
             let (end, o) = sector.addingReportingOverflow(UInt64(num))
             guard !o, end <= sectors else { return BlockStatusByte.ioError }

@@ -1,26 +1,16 @@
 import VirtioCore
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 
 /// The common configuration structure's register semantics, and the doorbells.
 extension SoftPCIFunction {
-    /// Field start and width of every common-config field (64-bit fields take 32-bit halves).
-    static func commonField(_ offset: Int, _ width: Int) -> Bool {
-        switch offset {
-        case 0x00, 0x04, 0x08, 0x0C: width == 4
-        case 0x10, 0x12, 0x16, 0x18, 0x1A, 0x1C, 0x1E, 0x38, 0x3A, 0x3C, 0x3E: width == 2
-        case 0x14, 0x15: width == 1
-        case 0x20, 0x24, 0x28, 0x2C, 0x30, 0x34: width == 4
-        default: false
-        }
-    }
-
     static var widthRule: String {
         "transport-pci.tex Common configuration structure layout: 8-bit fields with 8-bit accesses, 16-bit fields with aligned 16-bit accesses, 32- and 64-bit fields with aligned 32-bit accesses"
     }
 
     func readCommon(_ offset: Int, _ width: Int) -> UInt32 {
-        guard Self.commonField(offset, width) else {
+        guard let field = CommonConfigField(offset: offset, width: width) else {
             violation(Self.widthRule, "common config read of \(width) bytes at 0x\(String(offset, radix: 16))")
             return 0
         }
@@ -28,15 +18,15 @@ extension SoftPCIFunction {
         return registers.withLock { r -> UInt32 in
             let q = Int(r.queueSelect)
             let valid = q < r.queues.count
-            switch offset {
-            case 0x00: return r.deviceFeatureSelect
-            case 0x04: return r.deviceFeatureSelect < 2 ? offered.word(Int(r.deviceFeatureSelect)) : 0
-            case 0x08: return r.driverFeatureSelect
-            case 0x0C:
+            switch field {
+            case .deviceFeatureSelect: return r.deviceFeatureSelect
+            case .deviceFeature: return r.deviceFeatureSelect < 2 ? offered.word(Int(r.deviceFeatureSelect)) : 0
+            case .driverFeatureSelect: return r.driverFeatureSelect
+            case .driverFeature:
                 return r.driverFeatureSelect < 2 ? UInt32(truncatingIfNeeded: r.driverFeatures >> (32 * UInt64(r.driverFeatureSelect))) : 0
-            case 0x10: return UInt32(r.configVector)
-            case 0x12: return UInt32(personality.queueCount)  // admin queues are not counted here
-            case 0x14:
+            case .configMSIXVector: return UInt32(r.configVector)
+            case .numQueues: return UInt32(personality.queueCount)  // admin queues are not counted here
+            case .deviceStatus:
                 if r.resetReadsLeft > 0 {
                     r.resetReadsLeft -= 1
                     // Still resetting: the old status (never 0, or the driver could not tell).
@@ -45,29 +35,28 @@ extension SoftPCIFunction {
                     return UInt32(busy)
                 }
                 return UInt32(r.status | needsResetBit)
-            case 0x15: return UInt32(r.generation)
-            case 0x16: return UInt32(r.queueSelect)
-            case 0x18: return valid ? UInt32(r.queues[q].size) : 0
-            case 0x1A: return valid ? UInt32(r.queues[q].vector) : UInt32(VirtioPCI.noVector)
-            case 0x1C: return valid && r.queues[q].enabled ? 1 : 0
-            case 0x1E: return valid ? UInt32(q) : 0
-            case 0x20: return valid ? UInt32(truncatingIfNeeded: r.queues[q].descriptors) : 0
-            case 0x24: return valid ? UInt32(truncatingIfNeeded: r.queues[q].descriptors >> 32) : 0
-            case 0x28: return valid ? UInt32(truncatingIfNeeded: r.queues[q].driver) : 0
-            case 0x2C: return valid ? UInt32(truncatingIfNeeded: r.queues[q].driver >> 32) : 0
-            case 0x30: return valid ? UInt32(truncatingIfNeeded: r.queues[q].device) : 0
-            case 0x34: return valid ? UInt32(truncatingIfNeeded: r.queues[q].device >> 32) : 0
-            case 0x38: return valid ? UInt32(Self.notifConfigData(q)) : 0
-            case 0x3A:
+            case .configGeneration: return UInt32(r.generation)
+            case .queueSelect: return UInt32(r.queueSelect)
+            case .queueSize: return valid ? UInt32(r.queues[q].size) : 0
+            case .queueMSIXVector: return valid ? UInt32(r.queues[q].vector) : UInt32(VirtioPCIWire.noVector)
+            case .queueEnable: return valid && r.queues[q].enabled ? 1 : 0
+            case .queueNotifyOff: return valid ? UInt32(q) : 0
+            case .queueDescLow: return valid ? UInt32(truncatingIfNeeded: r.queues[q].descriptors) : 0
+            case .queueDescHigh: return valid ? UInt32(truncatingIfNeeded: r.queues[q].descriptors >> 32) : 0
+            case .queueDriverLow: return valid ? UInt32(truncatingIfNeeded: r.queues[q].driver) : 0
+            case .queueDriverHigh: return valid ? UInt32(truncatingIfNeeded: r.queues[q].driver >> 32) : 0
+            case .queueDeviceLow: return valid ? UInt32(truncatingIfNeeded: r.queues[q].device) : 0
+            case .queueDeviceHigh: return valid ? UInt32(truncatingIfNeeded: r.queues[q].device >> 32) : 0
+            case .queueNotifConfigData: return valid ? UInt32(Self.notifConfigData(q)) : 0
+            case .queueReset:
                 guard valid else { return 0 }
                 if r.queues[q].resetReadsLeft > 0 {
                     r.queues[q].resetReadsLeft -= 1
                     return 1
                 }
                 return 0
-            case 0x3C: return admin == nil ? 0 : UInt32(personality.queueCount)
-            case 0x3E: return UInt32(admin?.queueCount ?? 0)
-            default: return 0
+            case .adminQueueIndex: return admin == nil ? 0 : UInt32(personality.queueCount)
+            case .adminQueueNum: return UInt32(admin?.queueCount ?? 0)
             }
         }
     }
@@ -77,13 +66,13 @@ extension SoftPCIFunction {
     static func notifConfigData(_ queue: Int) -> UInt16 { UInt16(0x4000 | queue) }
 
     func writeCommon(_ offset: Int, _ width: Int, _ value: UInt64) {
-        guard Self.commonField(offset, width) else {
+        guard let field = CommonConfigField(offset: offset, width: width) else {
             violation(Self.widthRule, "common config write of \(width) bytes at 0x\(String(offset, radix: 16))")
             return
         }
         let v32 = UInt32(truncatingIfNeeded: value)
         let v16 = UInt16(truncatingIfNeeded: value)
-        if offset == 0x14 {
+        if field == .deviceStatus {
             writeStatus(UInt8(truncatingIfNeeded: value))
             return
         }
@@ -105,10 +94,10 @@ extension SoftPCIFunction {
                 r.queues[q].written.insert(name)
                 log.record(.queueField(queue: q, field: name))
             }
-            switch offset {
-            case 0x00: r.deviceFeatureSelect = v32
-            case 0x08: r.driverFeatureSelect = v32
-            case 0x0C:
+            switch field {
+            case .deviceFeatureSelect: r.deviceFeatureSelect = v32
+            case .driverFeatureSelect: r.driverFeatureSelect = v32
+            case .driverFeature:
                 if r.status & DeviceStatus.featuresOK.rawValue != 0 {
                     violation("content.tex Device Initialization: features are written before FEATURES_OK and not after",
                               "driver_feature written after FEATURES_OK")
@@ -119,26 +108,26 @@ extension SoftPCIFunction {
                     r.driverFeatures = r.driverFeatures & ~(0xFFFF_FFFF << shift) | UInt64(v32) << shift
                 }
                 log.record(.driverFeatures(select: sel, value: v32))
-            case 0x10:
-                r.configVector = faults.refuseVectors || Int(v16) >= msixVectors ? VirtioPCI.noVector : v16
-            case 0x16: r.queueSelect = v16
-            case 0x18:
+            case .configMSIXVector:
+                r.configVector = faults.refuseVectors || Int(v16) >= msixVectors ? VirtioPCIWire.noVector : v16
+            case .queueSelect: r.queueSelect = v16
+            case .queueSize:
                 queueField("size") { $0.size = v16 }
                 if valid, v16 == 0 || Int(v16) > personality.maxQueueSize {
                     violation("transport-pci.tex queue_size: the driver may only lower the size, never to 0",
                               "queue \(q) size \(v16) written (maximum \(personality.maxQueueSize))")
                 }
-            case 0x1A:
+            case .queueMSIXVector:
                 // MSI-X: an unusable vector reads back NO_VECTOR.
-                let granted = faults.refuseVectors || Int(v16) >= msixVectors ? VirtioPCI.noVector : v16
+                let granted = faults.refuseVectors || Int(v16) >= msixVectors ? VirtioPCIWire.noVector : v16
                 queueField("vector") { $0.vector = granted }
-            case 0x20: queueField("desc") { $0.descriptors = $0.descriptors & ~0xFFFF_FFFF | UInt64(v32) }
-            case 0x24: queueField("desc") { $0.descriptors = $0.descriptors & 0xFFFF_FFFF | UInt64(v32) << 32 }
-            case 0x28: queueField("driver") { $0.driver = $0.driver & ~0xFFFF_FFFF | UInt64(v32) }
-            case 0x2C: queueField("driver") { $0.driver = $0.driver & 0xFFFF_FFFF | UInt64(v32) << 32 }
-            case 0x30: queueField("device") { $0.device = $0.device & ~0xFFFF_FFFF | UInt64(v32) }
-            case 0x34: queueField("device") { $0.device = $0.device & 0xFFFF_FFFF | UInt64(v32) << 32 }
-            case 0x1C:
+            case .queueDescLow: queueField("desc") { $0.descriptors = $0.descriptors & ~0xFFFF_FFFF | UInt64(v32) }
+            case .queueDescHigh: queueField("desc") { $0.descriptors = $0.descriptors & 0xFFFF_FFFF | UInt64(v32) << 32 }
+            case .queueDriverLow: queueField("driver") { $0.driver = $0.driver & ~0xFFFF_FFFF | UInt64(v32) }
+            case .queueDriverHigh: queueField("driver") { $0.driver = $0.driver & 0xFFFF_FFFF | UInt64(v32) << 32 }
+            case .queueDeviceLow: queueField("device") { $0.device = $0.device & ~0xFFFF_FFFF | UInt64(v32) }
+            case .queueDeviceHigh: queueField("device") { $0.device = $0.device & 0xFFFF_FFFF | UInt64(v32) << 32 }
+            case .queueEnable:
                 guard valid else { return }
                 log.record(.queueEnable(queue: q, value: v16))
                 guard v16 == 1 else {
@@ -155,7 +144,7 @@ extension SoftPCIFunction {
                 r.queues[q].enabled = true
                 let neg = FeatureSet(rawValue: r.driverFeatures)
                 let vector = r.queues[q].vector
-                let fd = vector == VirtioPCI.noVector ? nil : interruptFD(vector: vector)
+                let fd = vector == VirtioPCIWire.noVector ? nil : interruptFD(vector: vector)
                 start = (q, QueueStart(size: Int(r.queues[q].size),
                                        addresses: QueueAddresses(descriptors: r.queues[q].descriptors,
                                                                  driver: r.queues[q].driver, device: r.queues[q].device),
@@ -164,7 +153,7 @@ extension SoftPCIFunction {
                                                               eventIndex: neg.contains(VirtioFeature.eventIdx),
                                                               inOrder: neg.contains(VirtioFeature.inOrder)),
                                        interruptFD: fd))
-            case 0x3A:
+            case .queueReset:
                 guard valid else { return }
                 guard FeatureSet(rawValue: r.driverFeatures).contains(VirtioFeature.ringReset),
                       r.status & DeviceStatus.featuresOK.rawValue != 0 else {
@@ -202,7 +191,7 @@ extension SoftPCIFunction {
                 r.driverFeatures = 0
                 r.deviceFeatureSelect = 0
                 r.driverFeatureSelect = 0
-                r.configVector = VirtioPCI.noVector
+                r.configVector = VirtioPCIWire.noVector
                 r.queueSelect = 0
                 r.queues = Array(repeating: QueueRegisters(size: UInt16(personality.maxQueueSize)), count: r.queues.count)
                 r.churnLeft = faults.configChurnReads

@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioPCI
+import VirtioWire
 
 /// Where the software function puts things (BAR 4 holds the virtio structures, BAR 1 MSI-X).
 enum SoftBAR {
@@ -14,7 +15,7 @@ enum SoftBAR {
     static let msixSize = 0x1000
     static let msixPBA = 0x800
     static let pciCfgCap = 0x84
-    static let pciCfgData = pciCfgCap + 16
+    static let pciCfgData = pciCfgCap + VirtioPCICapField.pciCfgData
 
     /// The virtio structures' windows in BAR 4.
     static func windows(queues: Int, deviceConfig: Int) -> [Range<Int>] {
@@ -31,7 +32,7 @@ func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLen
     func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
         withUnsafeBytes(of: v.littleEndian) { for (i, b) in $0.enumerated() { c[at + i] = b } }
     }
-    put(VirtioPCI.vendorID, PCIConfig.vendorID)
+    put(VirtioPCIWire.vendorID, PCIConfig.vendorID)
     put(UInt16(0x1040) + deviceType.rawValue, PCIConfig.deviceID)
     put(UInt16(PCIConfig.statusCapabilityList), PCIConfig.status)
     c[PCIConfig.revision] = 1
@@ -39,49 +40,49 @@ func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLen
     // BAR 1: 32-bit memory (MSI-X); BAR 4/5: 64-bit memory (virtio structures).
     put(UInt32(0xFEB0_0000), PCIConfig.bar0 + 4 * SoftBAR.msix)
     put(UInt32(0xFE00_0004), PCIConfig.bar0 + 4 * SoftBAR.virtio)
-    put(VirtioPCI.vendorID, PCIConfig.subsystemVendorID)
+    put(VirtioPCIWire.vendorID, PCIConfig.subsystemVendorID)
     put(UInt16(0x1100), PCIConfig.subsystemID)
     c[PCIConfig.capabilitiesPointer] = 0x40
 
     var at = 0x40
     func vendorCap(type: UInt8, offset: Int, length: Int, extra: UInt32? = nil, next: Int) {
-        c[at] = PCIConfig.capabilityVendor
-        c[at + 1] = UInt8(next)
-        c[at + 2] = extra == nil ? 16 : 20
-        c[at + 3] = type
-        c[at + 4] = UInt8(SoftBAR.virtio)
-        put(UInt32(offset), at + 8)
-        put(UInt32(length), at + 12)
-        if let extra { put(extra, at + 16) }
+        c[at + VirtioPCICapField.vendor] = PCIConfig.capabilityVendor
+        c[at + VirtioPCICapField.next] = UInt8(next)
+        c[at + VirtioPCICapField.length] = UInt8(extra == nil ? VirtioPCICapField.baseLength : VirtioPCICapField.extendedLength)
+        c[at + VirtioPCICapField.configType] = type
+        c[at + VirtioPCICapField.bar] = UInt8(SoftBAR.virtio)
+        put(UInt32(offset), at + VirtioPCICapField.offset)
+        put(UInt32(length), at + VirtioPCICapField.windowLength)
+        if let extra { put(extra, at + VirtioPCICapField.notifyOffMultiplier) }
     }
-    let commonLength = faults.commonLength ?? VirtioPCI.commonFullLength
+    let commonLength = faults.commonLength ?? VirtioPCIWire.commonFullLength
     let commonOffset = faults.commonOutsideBAR ? SoftBAR.virtioSize - 0x20 : SoftBAR.common
-    vendorCap(type: VirtioPCI.capCommon, offset: commonOffset, length: commonLength, next: 0x50); at = 0x50
-    vendorCap(type: VirtioPCI.capISR, offset: SoftBAR.isr, length: 4, next: 0x60); at = 0x60
-    vendorCap(type: VirtioPCI.capDevice, offset: SoftBAR.device, length: deviceConfigLength, next: 0x70); at = 0x70
+    vendorCap(type: VirtioPCIWire.capCommon, offset: commonOffset, length: commonLength, next: 0x50); at = 0x50
+    vendorCap(type: VirtioPCIWire.capISR, offset: SoftBAR.isr, length: 4, next: 0x60); at = 0x60
+    vendorCap(type: VirtioPCIWire.capDevice, offset: SoftBAR.device, length: deviceConfigLength, next: 0x70); at = 0x70
     let multiplier = faults.oddNotifyMultiplier ? 6 : SoftBAR.notifyMultiplier
-    vendorCap(type: VirtioPCI.capNotify, offset: SoftBAR.notify, length: max(queues, 1) * SoftBAR.notifyMultiplier,
+    vendorCap(type: VirtioPCIWire.capNotify, offset: SoftBAR.notify, length: max(queues, 1) * SoftBAR.notifyMultiplier,
               extra: UInt32(multiplier), next: 0x84); at = 0x84
     // PCI_CFG access capability: bar/offset/length/data are the driver's to write.
-    vendorCap(type: VirtioPCI.capPCICfg, offset: 0, length: 0, extra: 0, next: 0x98)
+    vendorCap(type: VirtioPCIWire.capPCICfg, offset: 0, length: 0, extra: 0, next: 0x98)
     // MSI-X: table in BAR 1 at 0, PBA at 0x800.
     c[0x98] = PCIConfig.capabilityMSIX
     c[0x99] = faults.capabilityLoop ? 0x40 : 0
-    put(UInt16(msixVectors - 1), 0x9A)
-    put(UInt32(SoftBAR.msix), 0x9C)
-    put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), 0xA0)
+    put(UInt16(msixVectors - 1), 0x98 + MSIXCapField.control)
+    put(UInt32(SoftBAR.msix), 0x98 + MSIXCapField.table)
+    put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), 0x98 + MSIXCapField.pendingBits)
     if let sriov {
         // PCIe SR-IOV extended capability (ID 0x0010, version 1, last in the list).
         let at = PCIConfig.extendedStart
         put(UInt32(PCIConfig.extCapSRIOV) | 1 << 16, at)
-        put(UInt32(sriov.vfMigrationCapable ? 1 : 0), at + 4)         // SR-IOV capabilities
-        put(UInt16(sriov.vfEnable ? 1 : 0), at + 8)                   // control: VF Enable
-        put(UInt16(sriov.totalVFs), at + 0x0C)                        // InitialVFs
-        put(UInt16(sriov.totalVFs), at + 0x0E)                        // TotalVFs
-        put(UInt16(sriov.numVFs), at + 0x10)                          // NumVFs
-        put(UInt16(1), at + 0x14)                                     // First VF Offset
-        put(UInt16(1), at + 0x16)                                     // VF Stride
-        put(UInt16(0x1040) + deviceType.rawValue, at + 0x1A)          // VF Device ID
+        put(sriov.vfMigrationCapable ? SRIOVCapField.capabilityVFMigration : 0, at + SRIOVCapField.capabilities)
+        put(UInt16(sriov.vfEnable ? SRIOVCapField.controlVFEnable : 0), at + SRIOVCapField.control)
+        put(UInt16(sriov.totalVFs), at + SRIOVCapField.initialVFs)
+        put(UInt16(sriov.totalVFs), at + SRIOVCapField.totalVFs)
+        put(UInt16(sriov.numVFs), at + SRIOVCapField.numVFs)
+        put(UInt16(1), at + SRIOVCapField.firstVFOffset)
+        put(UInt16(1), at + SRIOVCapField.vfStride)
+        put(UInt16(0x1040) + deviceType.rawValue, at + SRIOVCapField.vfDeviceID)
     }
     return c
 }

@@ -2,6 +2,7 @@ import Synchronization
 import VirtioCore
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 
 /// What an owner does to a member function through admin commands: stop and resume it,
 /// read and write its device parts, and reach its registers through the legacy interface.
@@ -73,10 +74,10 @@ extension SoftPCIFunction {
         registers.withLock { r in
             r.status = s.status & ~DeviceStatus.deviceNeedsReset.rawValue
             r.driverFeatures = s.driverFeatures
-            r.configVector = Int(s.configMSIXVector) < msixVectors ? s.configMSIXVector : VirtioPCI.noVector
+            r.configVector = Int(s.configMSIXVector) < msixVectors ? s.configMSIXVector : VirtioPCIWire.noVector
             for q in s.queues {
                 var regs = QueueRegisters(size: q.config.size)
-                regs.vector = Int(q.config.vector) < msixVectors ? q.config.vector : VirtioPCI.noVector
+                regs.vector = Int(q.config.vector) < msixVectors ? q.config.vector : VirtioPCIWire.noVector
                 regs.enabled = q.config.enabled
                 regs.descriptors = q.config.descriptors
                 regs.driver = q.config.driver
@@ -85,7 +86,7 @@ extension SoftPCIFunction {
                 r.queues[q.index] = regs
                 guard q.config.enabled else { continue }
                 let position = q.state.map { RingPosition(packed: packed, availState: $0.availState, usedState: $0.usedState) }
-                let fd = regs.vector == VirtioPCI.noVector ? nil : interruptFD(vector: regs.vector)
+                let fd = regs.vector == VirtioPCIWire.noVector ? nil : interruptFD(vector: regs.vector)
                 starts.append((q.index, QueueStart(
                     size: Int(q.config.size),
                     addresses: QueueAddresses(descriptors: q.config.descriptors, driver: q.config.driver, device: q.config.device),
@@ -129,7 +130,7 @@ extension SoftPCIFunction {
             case 18: return UInt32(r.status | (needsReset.load(ordering: .acquiring) ? DeviceStatus.deviceNeedsReset.rawValue : 0))
             case 19: return UInt32(isr.exchange(0, ordering: .acquiringAndReleasing))
             case 20: return UInt32(r.configVector)
-            case 22: return valid ? UInt32(r.queues[q].vector) : UInt32(VirtioPCI.noVector)
+            case 22: return valid ? UInt32(r.queues[q].vector) : UInt32(VirtioPCIWire.noVector)
             default: return 0  // queue notify reads as 0
             }
         }

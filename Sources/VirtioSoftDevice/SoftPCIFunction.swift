@@ -3,6 +3,7 @@ import Synchronization
 import VirtioCore
 import VirtioPCI
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,7 +11,7 @@ import Glibc
 /// Register state of one queue as the driver programs it.
 struct QueueRegisters {
     var size: UInt16
-    var vector: UInt16 = VirtioPCI.noVector
+    var vector: UInt16 = VirtioPCIWire.noVector
     var enabled = false
     var descriptors: UInt64 = 0
     var driver: UInt64 = 0
@@ -29,7 +30,7 @@ struct Registers {
     var deviceFeatureSelect: UInt32 = 0
     var driverFeatureSelect: UInt32 = 0
     var driverFeatures: UInt64 = 0
-    var configVector: UInt16 = VirtioPCI.noVector
+    var configVector: UInt16 = VirtioPCIWire.noVector
     var queueSelect: UInt16 = 0
     var queues: [QueueRegisters]
     var generation: UInt8 = 0
@@ -176,7 +177,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
                     r.config[at] = byte & 0x04  // INTx disable
                 case 0x9B:
                     r.config[at] = (r.config[at] & 0x3F) | (byte & 0xC0)  // MSI-X enable, function mask
-                case SoftBAR.pciCfgCap + 4, SoftBAR.pciCfgCap + 8..<SoftBAR.pciCfgCap + 16:
+                case SoftBAR.pciCfgCap + VirtioPCICapField.bar,
+                     SoftBAR.pciCfgCap + VirtioPCICapField.offset..<SoftBAR.pciCfgCap + VirtioPCICapField.pciCfgData:
                     r.config[at] = byte  // PCI_CFG bar, offset, length
                 default:
                     break  // read-only
@@ -195,8 +197,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     private func pciCfgAccess(write value: UInt32?) throws(PCIError) -> UInt32 {
         let (bar, off, len) = registers.withLock { r -> (Int, Int, Int) in
             let c = SoftBAR.pciCfgCap
-            let o = Int(r.config[c + 8]) | Int(r.config[c + 9]) << 8 | Int(r.config[c + 10]) << 16 | Int(r.config[c + 11]) << 24
-            return (Int(r.config[c + 4]), o, Int(r.config[c + 12]))
+            let o = LEReader(Array(r.config[(c + VirtioPCICapField.offset)..<(c + VirtioPCICapField.offset + 4)])).u32(0)
+            return (Int(r.config[c + VirtioPCICapField.bar]), Int(o), Int(r.config[c + VirtioPCICapField.windowLength]))
         }
         let inside = bar == SoftBAR.virtio && (SoftBAR.windows(queues: queues.count, deviceConfig: deviceConfig.count)
             .contains { off >= $0.lowerBound && off + len <= $0.upperBound })
@@ -231,7 +233,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             }
         }
         switch offset {
-        case SoftBAR.common..<SoftBAR.common + VirtioPCI.commonFullLength:
+        case SoftBAR.common..<SoftBAR.common + VirtioPCIWire.commonFullLength:
             return UInt64(readCommon(offset - SoftBAR.common, width))
         case SoftBAR.isr..<SoftBAR.isr + 4:
             // Reading ISR clears it.
@@ -256,7 +258,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         switch offset {
         case SoftBAR.notify..<SoftBAR.notify + queues.count * SoftBAR.notifyMultiplier:
             notify(offset - SoftBAR.notify, width, UInt32(truncatingIfNeeded: value))
-        case SoftBAR.common..<SoftBAR.common + VirtioPCI.commonFullLength:
+        case SoftBAR.common..<SoftBAR.common + VirtioPCIWire.commonFullLength:
             writeCommon(offset - SoftBAR.common, width, value)
         case SoftBAR.device..<SoftBAR.device + deviceConfig.count:
             if registers.withLock({ $0.status }) & DeviceStatus.featuresOK.rawValue == 0 {

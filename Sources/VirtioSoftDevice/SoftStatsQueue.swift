@@ -1,6 +1,7 @@
 import Synchronization
 import VirtioCore
 import VirtioRing
+import VirtioWire
 
 /// The device side of a statistics queue (balloon STATS_VQ, or the blk draft of seed 000): it
 /// keeps the one buffer the driver posts, reads the entries in it, and returns it (empty) when it

@@ -1,10 +1,10 @@
 import ArgumentParser
 import Foundation
 import Logging
-import VFIO
+import VirtioAttach
 import VirtioCore
-import VirtioPCI
 import VirtioSoftDevice
+import VirtioWire
 
 /// Output of admin verbs: text, JSON, or the raw result bytes on stdout.
 enum AdminOutput: String, ExpressibleByArgument, CaseIterable {
@@ -79,12 +79,23 @@ extension AdminVerb {
 func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
     try verb.prepare()
     let o = verb.common
-    func run<F: PCIFunction>(_ function: F) throws {
-        let transport = try PCITransport(function: function, logger: o.logger)
+    var options = OpenOptions(logger: o.logger)
+    options.noIOMMU = o.noiommu
+    try options.setDMA(o.dma)
+    options.peerTimeoutMilliseconds = o.peerTimeout
+    try DeviceOpening.open(try DeviceSpec(parsing: device), options: options, AdminRun(verb: verb))
+}
+
+/// The admin verb on whatever transport was opened.
+struct AdminRun<V: AdminVerb>: TransportUser {
+    let verb: V
+
+    func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws {
+        let o = verb.common
         let device = VirtioDevice(transport: transport, logger: o.logger)
         defer { try? device.reset() }
         try device.initialize(policy: FeaturePolicy(), deviceTypeBits: [])
-        let channel: AdminChannel<PCITransport<F>>
+        let channel: AdminChannel<T>
         do { channel = try AdminChannel(device: device) } catch {
             device.fail()
             throw error
@@ -92,19 +103,7 @@ func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
         channel.timeoutMilliseconds = o.timeout
         try device.driverOK()
         try verb.perform(channel)
-    }
-    switch try DeviceSpec(parsing: device) {
-    case let .softBlock(options):
-        let f = try SoftPCIFunction.block(options)
-        try run(f)
-        for v in f.admin?.log.violations ?? [] { note("virtioctl: warning: the soft owner saw a driver conformance violation: \(v)") }
-    case let .pci(address):
-        try run(try openVFIO(address: address, dma: o.dma, noiommu: o.noiommu))
-    case .softBalloon:
-        throw CLIError("\(device): the software balloon has no admin virtqueue; use soft:blk,vfs=N")
-    case let .vfioUser(spec):
-        let t = try openVFIOUser(spec, dma: o.dma, peerTimeout: o.peerTimeout, logger: o.logger)
-        try run(t.function)
+        for v in soft?.violations ?? [] { note("virtioctl: warning: the soft owner saw a driver conformance violation: \(v)") }
     }
 }
 

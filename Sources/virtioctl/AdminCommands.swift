@@ -1,6 +1,8 @@
 import ArgumentParser
+import VirtioAttach
 import Foundation
 import VirtioCore
+import VirtioWire
 
 extension VirtioCtl {
     /// `virtioctl admin DEVICE VERB [options]`: admin virtqueue commands, in the manner of nvme-cli.

@@ -1,9 +1,8 @@
 import ArgumentParser
 import Synchronization
-import VFIO
+import VirtioAttach
 import VirtioCore
 import VirtioDrivers
-import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
 #if canImport(Glibc)
@@ -70,50 +69,30 @@ extension VirtioCtl {
             signal(SIGINT) { _ in attachStop.store(true, ordering: .releasing) }
             signal(SIGTERM) { _ in attachStop.store(true, ordering: .releasing) }
             unblockStopSignals()
-            let spec = try device.spec()
-            if case let .softBalloon(options) = spec {
-                guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }
-                let f = try SoftPCIFunction.balloon(options)
-                try runBalloon(try PCITransport(function: f, logger: device.logger), soft: f, interval: options.statsInterval)
-                return
-            }
-            if case let .pci(address) = spec {
-                let f = try openVFIO(address: address, dma: device.dma, noiommu: device.noiommu)
-                let t = try PCITransport(function: f, logger: device.logger)
-                if t.deviceType == .balloon {
-                    guard loadSpec == nil else { throw CLIError("--load needs a block device; \(address) is a balloon") }
-                    try runBalloon(t, soft: nil, interval: 0)
-                    return
-                }
-                try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
-                return
-            }
-            if case let .vfioUser(vspec) = spec {
-                let t = try openVFIOUser(vspec, dma: device.dma, peerTimeout: device.peerTimeout, logger: device.logger)
-                if t.deviceType == .balloon {
-                    guard loadSpec == nil else { throw CLIError("--load needs a block device; \(device.device) is a balloon") }
-                    try runBalloon(t, soft: nil, interval: 0)
-                    return
-                }
-                try runBlock(try BlockDevice(transport: t, options: attachOptions(), logger: device.logger), soft: nil, load: loadSpec)
-                return
-            }
-            guard case let .softBlock(options) = spec else { throw CLIError("\(device.device): not supported by attach") }
-            let f = try SoftPCIFunction.block(options)
-            try runBlock(try BlockDevice(transport: try PCITransport(function: f, logger: device.logger), options: attachOptions(),
-                                         logger: device.logger), soft: f, load: loadSpec)
+            try DeviceOpening.open(try device.spec(), options: try device.openOptions(), Run(command: self, load: loadSpec))
         }
 
-        func attachOptions() throws -> BlockAttachOptions {
-            var o = BlockAttachOptions()
-            o.policy = try device.policy(for: .block)
-            o.queues = device.queues
-            o.queueSize = device.queueSize
-            // A soft:blk spelled with stats_vq on has told both sides already.
-            var softOffers = false
-            if case let .softBlock(options) = try device.spec() { softOffers = options.statsQueue }
-            o.draftStatsQueue = blkStatsVq || softOffers
-            return o
+        /// Attach on whatever transport was opened: the balloon loop or the block loop.
+        struct Run: TransportUser {
+            let command: Attach
+            let load: LoadSpec?
+
+            func run<T: VirtioTransport>(_ t: T, soft: SoftFunction?) throws {
+                if t.deviceType == .balloon {
+                    guard load == nil else { throw CLIError("--load needs a block device; \(t.name) is a balloon") }
+                    var interval = 0
+                    var function: SoftPCIFunction<SoftBalloon>?
+                    if case let .balloon(f) = soft {
+                        function = f
+                        interval = f.personality.options.statsInterval
+                    }
+                    try command.runBalloon(t, soft: function, interval: interval)
+                    return
+                }
+                let o = try command.device.openOptions()
+                let attach = try o.blockAttachOptions(for: try command.device.spec(), draftStatsQueue: command.blkStatsVq)
+                try command.runBlock(try BlockDevice(transport: t, options: attach, logger: o.logger), soft: soft?.block, load: load)
+            }
         }
 
         func region(_ id: String, _ stats: DriverStatistics) throws -> StatsRegionWriter? {
@@ -126,7 +105,7 @@ extension VirtioCtl {
         var deadline: UInt64? { duration.map { monotonicNanoseconds() + UInt64($0 * 1e9) } }
 
         func runBalloon<T: VirtioTransport>(_ t: T, soft: SoftPCIFunction<SoftBalloon>?, interval: Int) throws {
-            let balloon = try BalloonDevice(transport: t, policy: try device.policy(for: .balloon), logger: device.logger)
+            let balloon = try BalloonDevice(transport: t, policy: try device.openOptions().policy(for: .balloon), logger: device.logger)
             let stats = DriverStatistics(id: "virtio-balloon \(t.name)", queues: 0, block: false, balloon: true)
             let writer = try region("virtio-balloon \(t.name)", stats)
             defer { writer?.remove() }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VirtioAttach
 import Foundation
 import VirtioCore
 import VirtioDrivers

@@ -1,8 +1,9 @@
 import ArgumentParser
+import Logging
 import Foundation
 import VirtioCheck
 import VirtioCore
-import VirtioPCI
+import VirtioAttach
 import VirtioSoftDevice
 
 extension VirtioCtl {
@@ -56,27 +57,17 @@ extension VirtioCtl {
         func run() throws {
             var options = CheckOptions()
             options.timeoutMilliseconds = timeout
-            // A software disk is scratch; a real one is written only when asked.
-            options.writes = !readOnly && (write || device.hasPrefix("soft:"))
             let logger = cliLogger(verbose: verbose)
             let report: CheckReport
             do {
-                switch try DeviceSpec(parsing: device) {
-                case let .softBlock(o):
-                    let f = try SoftPCIFunction.block(o)
-                    let checker = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger)
-                    checker.askForStatistics = { f.requestStatistics() }
-                    report = checker.run()
-                case let .softBalloon(o):
-                    let f = try SoftPCIFunction.balloon(o)
-                    report = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger).run()
-                case let .pci(address):
-                    let f = try openVFIO(address: address, dma: dma, noiommu: noiommu)
-                    report = DeviceChecker(transport: try PCITransport(function: f, logger: logger), options: options, logger: logger).run()
-                case let .vfioUser(spec):
-                    let t = try openVFIOUser(spec, dma: dma, peerTimeout: peerTimeout, logger: logger)
-                    report = DeviceChecker(transport: t, options: options, logger: logger).run()
-                }
+                let spec = try DeviceSpec(parsing: device)
+                // A software disk is scratch; a real one is written only when asked.
+                options.writes = !readOnly && (write || spec.isSoftware)
+                var open = OpenOptions(logger: logger)
+                open.noIOMMU = noiommu
+                try open.setDMA(dma)
+                open.peerTimeoutMilliseconds = peerTimeout
+                report = try DeviceOpening.open(spec, options: open, Run(options: options, logger: logger))
             } catch {
                 note("virtioctl: check \(device): \(error)")
                 throw ExitCode(2)
@@ -87,6 +78,18 @@ extension VirtioCtl {
             }
             if !report.clean { throw ExitCode(1) }
             if !report.checkerErrors.isEmpty { throw ExitCode(3) }
+        }
+
+        /// The checker on whatever transport was opened; a software block device is asked for statistics too.
+        struct Run: TransportUser {
+            let options: CheckOptions
+            let logger: Logger
+
+            func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> CheckReport {
+                let checker = DeviceChecker(transport: transport, options: options, logger: logger)
+                if let f = soft?.block { checker.askForStatistics = { f.requestStatistics() } }
+                return checker.run()
+            }
         }
 
         func printReport(_ r: CheckReport) {

@@ -1,9 +1,8 @@
 import ArgumentParser
 import Logging
-import VFIO
+import VirtioAttach
 import VirtioCore
 import VirtioDrivers
-import VirtioPCI
 import VirtioSoftDevice
 
 /// The CLI's logger: stderr, debug steps with -v.
@@ -11,12 +10,6 @@ func cliLogger(verbose: Bool) -> Logger {
     var l = Logger(label: "virtioctl") { StreamLogHandler.standardError(label: $0) }
     l.logLevel = verbose ? .debug : .warning
     return l
-}
-
-/// Something to do with an attached block device, whatever transport it sits on.
-protocol BlockDeviceUser {
-    associatedtype Result
-    func run<T: VirtioTransport>(_ device: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?) throws -> Result
 }
 
 /// The DEVICE argument and the attach options every device verb shares.
@@ -63,52 +56,44 @@ struct DeviceOptions: ParsableArguments {
 
     func spec() throws -> DeviceSpec { try DeviceSpec(parsing: device) }
 
-    /// Turns --feature-off / --require names into a policy; unknown names are an error listing the known ones.
-    func policy(for type: VirtioDeviceType) throws -> FeaturePolicy {
-        func parse(_ list: [String], _ flag: String) throws -> FeatureSet {
-            var set = FeatureSet()
-            for name in list.flatMap({ $0.split(separator: ",").map(String.init) }) where !name.isEmpty {
-                guard let bit = FeatureNames.parse(name, deviceType: type) else {
-                    throw CLIError("\(flag): unknown feature '\(name)'; known for \(type): "
-                        + FeatureNames.known(deviceType: type).joined(separator: ", ") + " (or a bit number 0-63)")
-                }
-                set.insert(bit)
-            }
-            return set
-        }
-        return FeaturePolicy(forcedOff: try parse(featureOff, "--feature-off"), required: try parse(require, "--require"))
-    }
-
     var logger: Logger { cliLogger(verbose: verbose) }
 
+    /// The common options as device opening takes them.
+    func openOptions() throws -> OpenOptions {
+        var o = OpenOptions(logger: logger)
+        o.noIOMMU = noiommu
+        try o.setDMA(dma)
+        o.peerTimeoutMilliseconds = peerTimeout
+        o.featureOff = featureOff
+        o.require = require
+        o.queues = queues
+        o.queueSize = queueSize
+        o.interrupts = interrupts == .msix
+        o.warn = { note("virtioctl: warning: \($0)") }
+        return o
+    }
+
     /// Attaches the block driver to DEVICE and hands it to `user`. The device is reset when done.
-    func withBlockDevice<U: BlockDeviceUser>(_ user: U) throws -> U.Result {
-        var attach = BlockAttachOptions()
-        attach.policy = try policy(for: .block)
-        attach.queues = queues
-        attach.queueSize = queueSize
-        attach.interrupts = interrupts == .msix
-        switch try spec() {
-        case let .softBlock(options):
-            let function = try SoftPCIFunction.block(options)
-            let transport = try PCITransport(function: function, logger: logger)
-            let device = try BlockDevice(transport: transport, options: attach, logger: logger)
-            if let failure = function.failure.withLock({ $0 }) { throw CLIError("soft:blk failed: \(failure)") }
-            let result = try user.run(device, soft: function)
-            // The software device checks the driver against the spec; a rule broken is a driver bug.
-            for v in function.log.violations { note("virtioctl: warning: soft:blk saw a driver conformance violation: \(v)") }
-            return result
-        case let .pci(address):
-            let function = try openVFIO(address: address, dma: dma, noiommu: noiommu)
-            let transport = try PCITransport(function: function, logger: logger)
-            let device = try BlockDevice(transport: transport, options: attach, logger: logger)
-            return try user.run(device, soft: nil)
-        case .softBalloon:
-            throw CLIError("\(device) is a virtio-balloon; this verb drives block devices (use `virtioctl attach` for a balloon)")
-        case let .vfioUser(spec):
-            let transport = try openVFIOUser(spec, dma: dma, peerTimeout: peerTimeout, logger: logger)
-            let device = try BlockDevice(transport: transport, options: attach, logger: logger)
-            return try user.run(device, soft: nil)
+    func withBlockDevice<U: BlockDeviceUser>(_ user: U, draftStatsQueue: Bool = false) throws -> U.Result {
+        try DeviceOpening.withBlockDevice(try spec(), options: try openOptions(), draftStatsQueue: draftStatsQueue, user)
+    }
+}
+
+/// `--peer-timeout MS`, for verbs that can reach a device through a socket peer.
+struct PeerTimeoutOption: ParsableArguments {
+    @Option(name: .customLong("peer-timeout"),
+            help: "How long to wait for a socket peer's reply (vfio-user), in milliseconds (default 5000); past it the peer is taken for gone.")
+    var milliseconds: Int?
+
+    func validate() throws {
+        if let milliseconds, !peerTimeoutRange.contains(milliseconds) {
+            throw ValidationError("--peer-timeout must be in \(peerTimeoutRange) ms")
         }
     }
+}
+
+/// An error the CLI reports as-is on stderr, exiting non-zero.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
 }

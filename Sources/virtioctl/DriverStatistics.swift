@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioDrivers
+import VirtioWire
 
 /// The driver's counters laid out as a statistics region: per queue, per block device (seed 000's
 /// set), and per balloon (what it last reported). Names are `queue<N>_<counter>` for per-queue values.

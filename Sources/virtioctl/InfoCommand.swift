@@ -1,7 +1,9 @@
 import ArgumentParser
+import VirtioAttach
 import VirtioCore
 import VirtioDrivers
 import VirtioSoftDevice
+import VirtioWire
 
 extension VirtioCtl {
     /// `virtioctl info DEVICE`: features, status, queues and decoded config.

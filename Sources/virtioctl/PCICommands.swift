@@ -1,4 +1,5 @@
 import ArgumentParser
+import VirtioAttach
 import VFIO
 
 extension VirtioCtl {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VirtioAttach
 import Foundation
 import VirtioCheck
 import VirtioCore
@@ -58,7 +59,7 @@ extension VirtioCtl {
             o.seed = seed
             // Refused before anything is opened: a real device cannot be told to misbehave.
             if faultRate > 0 {
-                guard case .softBlock = try device.spec() else {
+                guard try device.spec().softBlockOptions != nil else {
                     throw CLIError("--fault-rate needs a software device (soft:blk); for one behind vfio-user, serve it with `softdev serve soft:blk,fault=...`")
                 }
             }

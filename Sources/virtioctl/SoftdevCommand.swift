@@ -1,9 +1,6 @@
 import ArgumentParser
-import Logging
 import Synchronization
-import VFIO
-import VFIOUser
-import VirtioPCI
+import VirtioAttach
 import VirtioSoftDevice
 #if canImport(Glibc)
 import Glibc
@@ -44,61 +41,26 @@ extension VirtioCtl {
             var poll = true
 
             func run() throws {
-                guard ["blk", "balloon"].contains(type) else { throw CLIError("--type \(type): expected blk or balloon") }
-                let spec = try DeviceSpec(parsing: device ?? "soft:\(type)")
+                guard DeviceSpec.softKinds.contains(type) else {
+                    throw CLIError("--type \(type): expected \(DeviceSpec.softKinds.joined(separator: " or "))")
+                }
+                let function = try DeviceOpening.softFunction(try DeviceSpec(parsing: device ?? "soft:\(type)"))
                 signal(SIGINT) { _ in serveStop.store(true, ordering: .releasing) }
                 signal(SIGTERM) { _ in serveStop.store(true, ordering: .releasing) }
                 signal(SIGPIPE, SIG_IGN)
                 unblockStopSignals()
-                switch spec {
-                case let .softBlock(o):
-                    let f = try SoftPCIFunction.block(o)
-                    let poller = poll ? f.startPolling() : nil
-                    defer { poller?.stop() }
-                    try serve(f)
-                case let .softBalloon(o):
-                    let f = try SoftPCIFunction.balloon(o)
-                    let poller = poll ? f.startPolling() : nil
-                    defer { poller?.stop() }
-                    try serve(f)
-                default: throw CLIError("softdev serve hosts software devices: soft:blk[,...] or soft:balloon[,...]")
-                }
-            }
-
-            func serve<D: VFIOUserHostedDevice>(_ f: D) throws {
-                let server = try VFIOUserServer(path: socket, device: f)
-                server.timeoutMilliseconds = peerTimeout
-                if verbose { server.log = { note("softdev: \($0)") } }
-                server.warn = { note("softdev: \($0)") }
-                note("softdev: serving \(f.address) on \(socket) (vfio-user); SIGINT or SIGTERM to stop")
+                var hosting = HostingOptions()
+                hosting.timeoutMilliseconds = peerTimeout
+                hosting.poll = poll
+                if verbose { hosting.log = { note("softdev: \($0)") } }
+                hosting.warn = { note("softdev: \($0)") }
+                note("softdev: serving \(function.address) on \(socket) (vfio-user); SIGINT or SIGTERM to stop")
                 let limit = clients
-                server.run { serveStop.load(ordering: .acquiring) || limit.map { server.clientsServed >= $0 } ?? false }
-                note("softdev: stopped after \(server.clientsServed) client(s)")
+                let served = try function.serveVFIOUser(path: socket, options: hosting) { served in
+                    serveStop.load(ordering: .acquiring) || limit.map { served >= $0 } ?? false
+                }
+                note("softdev: stopped after \(served) client(s)")
             }
         }
     }
-}
-
-/// `--dma` in bytes: 1M to 16G.
-func dmaBytes(_ text: String) throws -> Int {
-    guard let bytes = parseByteSize(text), bytes >= 1 << 20, bytes <= 1 << 34 else {
-        throw CLIError("--dma \(text): expected 1M to 16G")
-    }
-    return Int(bytes)
-}
-
-/// Opens a PCI address through kernel VFIO with `--dma` bytes of DMA memory.
-func openVFIO(address: String, dma: String, noiommu: Bool) throws -> VFIOPCIFunction {
-    try VFIOPCIFunction(address: address, allowNoIOMMU: noiommu, dmaBytes: try dmaBytes(dma))
-}
-
-/// Opens `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
-/// Replies are awaited for the spelling's `timeout=`, else `peerTimeout`, else 5 s.
-func openVFIOUser(_ spec: VFIOUserSpec, dma: String, peerTimeout: Int?, logger: Logger) throws -> PCITransport<VFIOUserFunction> {
-    let timeout = spec.timeoutMilliseconds ?? peerTimeout ?? VFIOUserFunction.defaultTimeoutMilliseconds
-    let f = try VFIOUserFunction(path: spec.path, dmaBytes: try dmaBytes(dma), timeoutMilliseconds: timeout)
-    let t = try PCITransport(function: f, logger: logger)
-    f.postedBAR = t.layout.notify.bar
-    f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)
-    return t
 }

@@ -3,6 +3,7 @@ import Testing
 import VirtioCore
 import VirtioPCI
 import VirtioSoftDevice
+import VirtioWire
 
 /// The admin virtqueue MUST clauses of the digest (§d.4), each against the software owner device.
 @Suite(.leakChecked) struct AdminClauseTests {

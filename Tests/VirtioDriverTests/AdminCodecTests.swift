@@ -1,5 +1,6 @@
 import Testing
 import VirtioCore
+import VirtioWire
 
 /// Every admin command's bytes against layouts computed by hand from the spec's structs.
 @Suite(.leakChecked) struct AdminCodecTests {
@@ -104,15 +105,15 @@ import VirtioCore
         // Out of order, truncated and short parts are refused.
         var swapped = st.parts
         swapped.swapAt(0, 1)
-        #expect(throws: AdminError.self) { _ = try MemberState(parts: swapped) }
-        #expect(throws: AdminError.self) { _ = try DevicePart.decode(Array(bytes.dropLast(1))) }
+        #expect(throws: WireError.self) { _ = try MemberState(parts: swapped) }
+        #expect(throws: WireError.self) { _ = try DevicePart.decode(Array(bytes.dropLast(1))) }
         var short = st.parts
         short[3].value = []
-        #expect(throws: AdminError.self) { _ = try MemberState(parts: short) }
+        #expect(throws: WireError.self) { _ = try MemberState(parts: short) }
         // An unknown OPTIONAL part is skipped; an unknown mandatory one is refused (0x106: reserved common).
         #expect(try MemberState(parts: st.parts + [DevicePart(type: 0x106, flags: 1, value: [1])]) == st)
-        #expect(throws: AdminError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x106, value: [1])]) }
-        #expect(throws: AdminError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x600, value: [1])]) }
+        #expect(throws: WireError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x106, value: [1])]) }
+        #expect(throws: WireError.self) { _ = try MemberState(parts: st.parts + [DevicePart(type: 0x600, value: [1])]) }
     }
 
     /// Device-type parts (0x200-0x5FF, e.g. virtio-net's CVQ part 0x200) are the device type's business:

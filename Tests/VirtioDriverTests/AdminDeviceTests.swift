@@ -4,6 +4,7 @@ import VirtioDrivers
 import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
+import VirtioWire
 
 /// Admin commands with real effect on the software members: legacy access, capabilities,
 /// resource objects, device parts and mode set.

@@ -7,6 +7,7 @@ import VirtioDrivers
 import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
+import VirtioWire
 
 typealias MigratingTransport = PCITransport<MigratingFunction>
 

@@ -5,6 +5,7 @@ import VirtioDrivers
 import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
+import VirtioWire
 
 /// The statistics queue protocol against the software balloon and the blk draft: one buffer
 /// outstanding, re-posted after each request, whole little-endian 10-byte entries, known tags,

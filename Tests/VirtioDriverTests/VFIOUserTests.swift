@@ -8,6 +8,7 @@ import VirtioDrivers
 import VirtioPCI
 import VirtioRing
 import VirtioSoftDevice
+import VirtioWire
 
 typealias UserTransport = PCITransport<VFIOUserFunction>
 

@@ -1,5 +1,6 @@
 import Logging
 import VirtioRing
+import VirtioWire
 #if canImport(Glibc)
 import Glibc
 #endif

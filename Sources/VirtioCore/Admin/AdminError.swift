@@ -1,4 +1,5 @@
 import VirtioRing
+import VirtioWire
 
 /// Why an admin command was not sent, or what the device answered; each says what to do.
 public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -23,6 +24,8 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidRequest(String)
     /// The SR-IOV capability is not in the state group commands need (refused before sending).
     case sriovNotReady(String)
+    /// A result that does not decode (device parts running short, out of order).
+    case malformedResult(WireError)
 
     public var description: String {
         switch self {
@@ -44,6 +47,7 @@ public enum AdminError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .channelBroken(why): "admin channel unusable: \(why)"
         case let .invalidRequest(why): why
         case let .sriovNotReady(why): why
+        case let .malformedResult(e): "\(e)"
         }
     }
 

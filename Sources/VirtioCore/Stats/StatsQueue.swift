@@ -1,33 +1,7 @@
 import VirtioRing
+import VirtioWire
 
 /// One statistic on a statistics queue: `le16 tag; le64 val`, packed (10 bytes), as virtio-balloon
-/// defines it (`struct virtio_balloon_stat`) and seed 000's virtio-blk draft copies.
-public struct StatEntry: Sendable, Equatable, Codable {
-    public var tag: UInt16
-    public var value: UInt64
-    public init(tag: UInt16, value: UInt64) {
-        self.tag = tag
-        self.value = value
-    }
-    public static let size = 10
-
-    public static func encode(_ entries: [StatEntry]) -> [UInt8] {
-        var w = LEWriter()
-        for e in entries {
-            w.u16(e.tag)
-            w.u64(e.value)
-        }
-        return w.out
-    }
-
-    /// Entries from a buffer; a trailing fragment shorter than 10 bytes is an error.
-    public static func decode(_ b: [UInt8]) -> [StatEntry]? {
-        guard b.count % size == 0 else { return nil }
-        let r = LEReader(b)
-        return (0..<(b.count / size)).map { StatEntry(tag: r.u16($0 * size), value: r.u64($0 * size + 2)) }
-    }
-}
-
 /// The driver's side of a device-driven statistics queue (balloon `VIRTIO_BALLOON_F_STATS_VQ`):
 /// exactly one buffer is posted at any time; when the device returns it, that is a request, and
 /// the driver fills it with fresh entries and posts it again. Polled: call `poll` as often as you

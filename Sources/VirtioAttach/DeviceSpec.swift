@@ -1,40 +1,43 @@
-import ArgumentParser
 import VirtioSoftDevice
 
 /// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), or `vfio-user:PATH`.
-enum DeviceSpec: Equatable {
+public enum DeviceSpec: Equatable, Sendable {
     case softBlock(SoftBlockOptions)
     case softBalloon(SoftBalloonOptions)
     case pci(String)
     case vfioUser(VFIOUserSpec)
 
-    static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH[,timeout=MS]"
+    /// The software devices `soft:` can name.
+    public static let softKinds = ["blk", "balloon"]
 
-    init(parsing text: String) throws(CLIError) {
+    public static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH[,timeout=MS]"
+
+    public init(parsing text: String) throws(AttachError) {
         if text.hasPrefix("soft:") {
             let parts = text.dropFirst(5).split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            do {
-                switch parts.first {
-                case "blk": self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst())))
-                case "balloon": self = .softBalloon(try SoftBalloonOptions(parsing: Array(parts.dropFirst())))
-                default: throw CLIError("unknown software device '\(parts.first ?? "")' in '\(text)'; software devices: blk, balloon")
+            guard let kind = parts.first, Self.softKinds.contains(kind) else {
+                throw .unknownSoftDevice(parts.first ?? "", in: text)
+            }
+            do throws(SoftDeviceError) {
+                if kind == "blk" {
+                    self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst())))
+                } else {
+                    self = .softBalloon(try SoftBalloonOptions(parsing: Array(parts.dropFirst())))
                 }
-            } catch let e as CLIError {
-                throw e
             } catch {
-                throw CLIError("\(error)")
+                throw .softDevice(text, error)
             }
         } else if text.hasPrefix("vfio-user:") {
             self = .vfioUser(try VFIOUserSpec(parsing: String(text.dropFirst("vfio-user:".count))))
         } else if let address = Self.pciAddress(text) {
             self = .pci(address)
         } else {
-            throw CLIError("cannot read device '\(text)'; expected \(Self.syntax)")
+            throw .unknownSpelling(text)
         }
     }
 
     /// `DDDD:BB:DD.F` or `BB:DD.F` (domain 0000), hex, normalised to lower case with the domain.
-    static func pciAddress(_ text: String) -> String? {
+    public static func pciAddress(_ text: String) -> String? {
         let parts = text.lowercased().split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         let (domain, bus, devfn): (String, String, String)
         switch parts.count {
@@ -51,17 +54,17 @@ enum DeviceSpec: Equatable {
 }
 
 /// `vfio-user:PATH[,timeout=MS]`: the server's socket, and how long a reply may take.
-struct VFIOUserSpec: Equatable {
-    var path: String
+public struct VFIOUserSpec: Equatable, Sendable {
+    public var path: String
     /// From `timeout=`; nil leaves it to `--peer-timeout`.
-    var timeoutMilliseconds: Int?
+    public var timeoutMilliseconds: Int?
 
-    init(path: String, timeoutMilliseconds: Int? = nil) {
+    public init(path: String, timeoutMilliseconds: Int? = nil) {
         self.path = path
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
-    init(parsing text: String) throws(CLIError) {
+    public init(parsing text: String) throws(AttachError) {
         // Keys are the trailing `,name=value` pieces; anything before them is the path, commas included.
         var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         var keys: [String] = []
@@ -71,38 +74,19 @@ struct VFIOUserSpec: Equatable {
         }
         path = parts.joined(separator: ",")
         parts = keys
-        guard !path.isEmpty else { throw CLIError("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
+        guard !path.isEmpty else { throw .transportKey("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
         for part in parts {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2, kv[0] == "timeout" else {
-                throw CLIError("vfio-user:\(text): unknown key '\(part)'; vfio-user keys: timeout=MS (how long a reply may take)")
+                throw .transportKey("vfio-user:\(text): unknown key '\(part)'; vfio-user keys: timeout=MS (how long a reply may take)")
             }
             guard let ms = Int(kv[1]), peerTimeoutRange.contains(ms) else {
-                throw CLIError("vfio-user:\(text): timeout=\(kv[1]): expected milliseconds in \(peerTimeoutRange)")
+                throw .transportKey("vfio-user:\(text): timeout=\(kv[1]): expected milliseconds in \(peerTimeoutRange)")
             }
             timeoutMilliseconds = ms
         }
     }
 }
 
-/// `--peer-timeout MS`, for verbs that can reach a device through a socket peer.
-struct PeerTimeoutOption: ParsableArguments {
-    @Option(name: .customLong("peer-timeout"),
-            help: "How long to wait for a socket peer's reply (vfio-user), in milliseconds (default 5000); past it the peer is taken for gone.")
-    var milliseconds: Int?
-
-    func validate() throws {
-        if let milliseconds, !peerTimeoutRange.contains(milliseconds) {
-            throw ValidationError("--peer-timeout must be in \(peerTimeoutRange) ms")
-        }
-    }
-}
-
 /// Bounds a user may set on waiting for a peer (`--peer-timeout`, `timeout=`), in milliseconds.
-let peerTimeoutRange = 10...600_000
-
-/// An error the CLI reports as-is on stderr, exiting non-zero.
-struct CLIError: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
+public let peerTimeoutRange = 10...600_000

@@ -10,6 +10,7 @@ import Glibc
 #endif
 import VirtioCore
 import FuzzReplay
+import VirtioWire
 
 /// One file per fuzzing process, rewritten for every input (tmpfs when there is one: no disk I/O).
 let regionPath: String = {

@@ -1,4 +1,3 @@
-import VirtioRing
 
 /// Admin command opcodes of virtio 1.3/1.4 (`admin.tex`): 0x0-0x6 in 1.3, 0x7-0x11 in 1.4.
 public enum AdminOpcode: UInt16, Sendable, CaseIterable, Codable, CustomStringConvertible {

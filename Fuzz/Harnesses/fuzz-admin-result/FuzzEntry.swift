@@ -11,6 +11,7 @@ import Glibc
 import VirtioCore
 import VirtioRing  // LEReader: what every admin decoder reads with
 import FuzzReplay
+import VirtioWire
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {

@@ -1,4 +1,3 @@
-import VirtioRing
 
 /// Device part types (`device-parts.tex`): 0x100-0x105 are the spec's common parts.
 public enum DevicePartType {
@@ -89,7 +88,7 @@ public struct DevicePart: Sendable, Equatable, Codable {
 
     /// Parses parts back to back; a header or value running past the end is an error naming where.
     /// Trailing zero padding (under 8 bytes) is allowed.
-    public static func decode(_ bytes: [UInt8]) throws(AdminError) -> [DevicePart] {
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> [DevicePart] {
         var out: [DevicePart] = []
         var at = 0
         let r = LEReader(bytes)
@@ -97,11 +96,11 @@ public struct DevicePart: Sendable, Equatable, Codable {
             // Up to 7 zero bytes at the end are the padding of an 8-byte-multiple command part.
             if bytes.count - at < 8, bytes[at...].allSatisfy({ $0 == 0 }) { break }
             guard at + headerSize <= bytes.count else {
-                throw .invalidRequest("device parts: a \(bytes.count - at)-byte fragment at offset \(at) is shorter than a 16-byte part header")
+                throw .malformed("device parts: a \(bytes.count - at)-byte fragment at offset \(at) is shorter than a 16-byte part header")
             }
             let len = Int(r.u32(at + 12))
             guard len <= bytes.count - at - headerSize else {
-                throw .invalidRequest("device parts: \(DevicePartType.name(r.u16(at))) at offset \(at) claims \(len) value bytes, only \(bytes.count - at - headerSize) follow")
+                throw .malformed("device parts: \(DevicePartType.name(r.u16(at))) at offset \(at) claims \(len) value bytes, only \(bytes.count - at - headerSize) follow")
             }
             out.append(DevicePart(type: r.u16(at), flags: r.u8(at + 2), selector: r.u64(at + 4),
                                   value: Array(bytes[(at + headerSize)..<(at + headerSize + len)])))
@@ -265,14 +264,14 @@ public struct MemberState: Sendable, Equatable, Codable {
     }
 
     /// From parts, checking order, lengths and duplicates; unknown OPTIONAL parts are skipped.
-    public init(parts: [DevicePart]) throws(AdminError) {
-        if let why = DevicePart.orderViolation(parts) { throw .invalidRequest("device parts out of order: \(why)") }
+    public init(parts: [DevicePart]) throws(WireError) {
+        if let why = DevicePart.orderViolation(parts) { throw .malformed("device parts out of order: \(why)") }
         var devF: UInt64?, drvF: UInt64?, vector: UInt16 = 0xFFFF, status: UInt8?
         var queues: [Int: Queue] = [:]
         var deviceTypeParts: [DevicePart] = []
-        func need(_ p: DevicePart, _ n: Int) throws(AdminError) {
+        func need(_ p: DevicePart, _ n: Int) throws(WireError) {
             guard p.value.count == n else {
-                throw .invalidRequest("\(DevicePartType.name(p.type)) has \(p.value.count) value bytes, expected \(n)")
+                throw .malformed("\(DevicePartType.name(p.type)) has \(p.value.count) value bytes, expected \(n)")
             }
         }
         for var p in parts {
@@ -284,10 +283,10 @@ public struct MemberState: Sendable, Equatable, Codable {
             let r = LEReader(p.value)
             switch p.type {
             case DevicePartType.devFeatures:
-                guard p.value.count % 8 == 0, !p.value.isEmpty else { throw .invalidRequest("DEV_FEATURES length \(p.value.count) is not a multiple of 8") }
+                guard p.value.count % 8 == 0, !p.value.isEmpty else { throw .malformed("DEV_FEATURES length \(p.value.count) is not a multiple of 8") }
                 devF = r.u64(0)
             case DevicePartType.drvFeatures:
-                guard p.value.count % 8 == 0, !p.value.isEmpty else { throw .invalidRequest("DRV_FEATURES length \(p.value.count) is not a multiple of 8") }
+                guard p.value.count % 8 == 0, !p.value.isEmpty else { throw .malformed("DRV_FEATURES length \(p.value.count) is not a multiple of 8") }
                 drvF = r.u64(0)
             case DevicePartType.pciCommonCfg:
                 if p.selector & 0xFFFF_FFFF == 0x10 {
@@ -299,25 +298,25 @@ public struct MemberState: Sendable, Equatable, Codable {
                 status = p.value[0]
             case DevicePartType.vqCfg:
                 try need(p, VQConfigPart.size)
-                guard queues[p.queueIndex] == nil else { throw .invalidRequest("VQ_CFG for queue \(p.queueIndex) twice") }
+                guard queues[p.queueIndex] == nil else { throw .malformed("VQ_CFG for queue \(p.queueIndex) twice") }
                 queues[p.queueIndex] = Queue(index: p.queueIndex, config: VQConfigPart(decoding: p.value),
                                              notify: VQNotifyPart(notifyOff: 0, notifConfigData: 0), state: nil)
             case DevicePartType.vqNotifyCfg:
                 try need(p, VQNotifyPart.size)
-                guard queues[p.queueIndex] != nil else { throw .invalidRequest("VQ_NOTIFY_CFG for queue \(p.queueIndex) before its VQ_CFG") }
+                guard queues[p.queueIndex] != nil else { throw .malformed("VQ_NOTIFY_CFG for queue \(p.queueIndex) before its VQ_CFG") }
                 queues[p.queueIndex]!.notify = VQNotifyPart(decoding: p.value)
             case DevicePartType.vqState:
                 try need(p, VQStatePart.size)
-                guard queues[p.queueIndex] != nil else { throw .invalidRequest("VQ_STATE for queue \(p.queueIndex) before its VQ_CFG") }
+                guard queues[p.queueIndex] != nil else { throw .malformed("VQ_STATE for queue \(p.queueIndex) before its VQ_CFG") }
                 queues[p.queueIndex]!.state = VQStatePart(decoding: p.value)
             default:
                 guard p.flags & DevicePart.optional != 0 else {
-                    throw .invalidRequest("unknown mandatory device part 0x\(String(p.type, radix: 16))")
+                    throw .malformed("unknown mandatory device part 0x\(String(p.type, radix: 16))")
                 }
             }
         }
-        guard let drvF else { throw .invalidRequest("device parts lack DRV_FEATURES") }
-        guard let status else { throw .invalidRequest("device parts lack DEVICE_STATUS") }
+        guard let drvF else { throw .malformed("device parts lack DRV_FEATURES") }
+        guard let status else { throw .malformed("device parts lack DEVICE_STATUS") }
         self.init(deviceFeatures: devF ?? 0, driverFeatures: drvF, configMSIXVector: vector, status: status,
                   queues: queues.values.sorted { $0.index < $1.index }, deviceTypeParts: deviceTypeParts)
     }

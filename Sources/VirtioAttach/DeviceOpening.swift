@@ -1,0 +1,119 @@
+import Logging
+import VFIO
+import VFIOUser
+import VirtioCore
+import VirtioPCI
+import VirtioSoftDevice
+
+/// The options every verb that opens a device shares (`--noiommu`, `--dma`, `--interrupts`,
+/// `--feature-off`, `--require`, `--queues`, `--queue-size`, `--peer-timeout`), checked once here.
+public struct OpenOptions: Sendable {
+    /// Accept a function bound in VFIO no-IOMMU mode.
+    public var noIOMMU = false
+    /// DMA memory for a PCI or vfio-user device.
+    public var dmaBytes = 64 << 20
+    /// How long a socket peer may take to answer; nil: the spelling's `timeout=`, else 5 s.
+    public var peerTimeoutMilliseconds: Int?
+    /// Feature names or bit numbers never to negotiate / to insist on.
+    public var featureOff: [String] = []
+    public var require: [String] = []
+    public var queues: Int?
+    public var queueSize: Int?
+    /// Sleep on MSI-X eventfds instead of busy-polling.
+    public var interrupts = false
+    public var logger: Logger
+    /// Where notes about the device go (a software device's conformance findings); stderr in the CLI.
+    public var warn: @Sendable (String) -> Void = { _ in }
+
+    public init(logger: Logger) { self.logger = logger }
+
+    /// `--dma TEXT` (1M to 16G).
+    public mutating func setDMA(_ text: String) throws(AttachError) {
+        guard let bytes = parseByteSize(text), bytes >= 1 << 20, bytes <= 1 << 34 else {
+            throw .option("--dma \(text): expected 1M to 16G")
+        }
+        dmaBytes = Int(bytes)
+    }
+
+    /// `--feature-off` / `--require` as a policy for `type`; an unknown name lists the known ones.
+    public func policy(for type: VirtioDeviceType) throws(AttachError) -> FeaturePolicy {
+        func parse(_ list: [String], _ flag: String) throws(AttachError) -> FeatureSet {
+            var set = FeatureSet()
+            for name in list.flatMap({ $0.split(separator: ",").map(String.init) }) where !name.isEmpty {
+                guard let bit = FeatureNames.parse(name, deviceType: type) else {
+                    throw .unknownFeature(flag: flag, name: name, deviceType: "\(type)", known: FeatureNames.known(deviceType: type))
+                }
+                set.insert(bit)
+            }
+            return set
+        }
+        return FeaturePolicy(forcedOff: try parse(featureOff, "--feature-off"), required: try parse(require, "--require"))
+    }
+}
+
+/// The software function behind a `soft:` spelling, for verbs that look inside it (its log, its disk).
+public enum SoftFunction {
+    case block(SoftPCIFunction<SoftBlock>)
+    case balloon(SoftPCIFunction<SoftBalloon>)
+
+    /// Driver conformance violations the device saw (its own queues and, for an owner, its admin queue).
+    public var violations: [String] {
+        switch self {
+        case let .block(f): (f.log.violations + (f.admin?.log.violations ?? [])).map { "\($0)" }
+        case let .balloon(f): f.log.violations.map { "\($0)" }
+        }
+    }
+
+    public var block: SoftPCIFunction<SoftBlock>? {
+        if case let .block(f) = self { f } else { nil }
+    }
+}
+
+/// A verb's work on an opened transport. Generic, so whatever the transport, the verb's hot
+/// path is specialised for it (no existential between the driver and the doorbell).
+public protocol TransportUser {
+    associatedtype Result
+    func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> Result
+}
+
+/// Device opening: the one place a device spelling becomes a transport. Adding a transport is a
+/// case of `DeviceSpec` and a branch here; no verb changes.
+public enum DeviceOpening {
+    /// Opens `spec`, hands the transport to `user`, and returns what it returns. The transport is
+    /// released when `user` returns (its device reset by whoever initialised it).
+    public static func open<U: TransportUser>(_ spec: DeviceSpec, options: OpenOptions, _ user: U) throws -> U.Result {
+        switch spec {
+        case let .softBlock(o):
+            let f = try SoftPCIFunction.block(o)
+            return try user.run(try PCITransport(function: f, logger: options.logger), soft: .block(f))
+        case let .softBalloon(o):
+            let f = try SoftPCIFunction.balloon(o)
+            return try user.run(try PCITransport(function: f, logger: options.logger), soft: .balloon(f))
+        case let .pci(address):
+            let f = try VFIOPCIFunction(address: address, allowNoIOMMU: options.noIOMMU, dmaBytes: options.dmaBytes)
+            return try user.run(try PCITransport(function: f, logger: options.logger), soft: nil)
+        case let .vfioUser(s):
+            return try user.run(try openVFIOUser(s, options: options), soft: nil)
+        }
+    }
+
+    /// The software function a `soft:` spelling names, to host behind a socket (`softdev serve`).
+    public static func softFunction(_ spec: DeviceSpec) throws -> SoftFunction {
+        switch spec {
+        case let .softBlock(o): .block(try SoftPCIFunction.block(o))
+        case let .softBalloon(o): .balloon(try SoftPCIFunction.balloon(o))
+        case .pci, .vfioUser: throw AttachError.notSupported("only software devices can be served: soft:blk[,...] or soft:balloon[,...]")
+        }
+    }
+
+    /// `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
+    /// Replies are awaited for the spelling's `timeout=`, else `--peer-timeout`, else 5 s.
+    static func openVFIOUser(_ spec: VFIOUserSpec, options: OpenOptions) throws -> PCITransport<VFIOUserFunction> {
+        let timeout = spec.timeoutMilliseconds ?? options.peerTimeoutMilliseconds ?? VFIOUserFunction.defaultTimeoutMilliseconds
+        let f = try VFIOUserFunction(path: spec.path, dmaBytes: options.dmaBytes, timeoutMilliseconds: timeout)
+        let t = try PCITransport(function: f, logger: options.logger)
+        f.postedBAR = t.layout.notify.bar
+        f.postedRange = t.layout.notify.offset..<(t.layout.notify.offset + t.layout.notify.length)
+        return t
+    }
+}

@@ -1,0 +1,45 @@
+import VFIOUser
+import VirtioSoftDevice
+
+/// How `softdev serve` hosts a software function behind a socket.
+public struct HostingOptions {
+    /// The bound on a silent or stalled client, in milliseconds.
+    public var timeoutMilliseconds = 5_000
+    /// Poll the queues on a device thread of its own (no doorbells needed).
+    public var poll = true
+    /// Connection and DMA-mapping events (verbose), and problems with a client.
+    public var log: ((String) -> Void)?
+    public var warn: (String) -> Void = { _ in }
+    public init() {}
+}
+
+extension SoftFunction {
+    /// How the function names itself (`soft:blk`).
+    public var address: String {
+        switch self {
+        case let .block(f): f.address
+        case let .balloon(f): f.address
+        }
+    }
+
+    /// Serves the function over vfio-user on `path`, one client at a time, until `stop` returns
+    /// true (checked between clients and while idle); returns how many clients were served.
+    public func serveVFIOUser(path: String, options: HostingOptions, stop: @escaping (_ served: Int) -> Bool) throws -> Int {
+        switch self {
+        case let .block(f): try Self.serve(f, path: path, options: options, stop: stop)
+        case let .balloon(f): try Self.serve(f, path: path, options: options, stop: stop)
+        }
+    }
+
+    private static func serve<P>(_ f: SoftPCIFunction<P>, path: String, options: HostingOptions,
+                                 stop: @escaping (Int) -> Bool) throws -> Int {
+        let poller = options.poll ? f.startPolling() : nil
+        defer { poller?.stop() }
+        let server = try VFIOUserServer(path: path, device: f)
+        server.timeoutMilliseconds = options.timeoutMilliseconds
+        if let log = options.log { server.log = log }
+        server.warn = options.warn
+        server.run { stop(server.clientsServed) }
+        return server.clientsServed
+    }
+}
