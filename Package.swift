@@ -79,7 +79,7 @@ let package = Package(
         // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay
         // @main, which FuzzReplay provides in plain builds so saved inputs replay in swift test).
         .target(name: "FuzzReplay", path: "Fuzz/Harnesses/FuzzReplay"),
-        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-used-ring"),
+        .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "VirtioSoftDevice", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-used-ring"),
         .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-admin-result"),
         .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-stats-region"),
         .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vfio-user"),

@@ -199,22 +199,11 @@ public final class VirtioDevice<T: VirtioTransport> {
     /// Indirect tables live after the ring in the same region, so their size is read off its length.
     private func buildQueue(index: Int, size n: Int, packed: Bool, features: RingFeatures, indirectElements: Int,
                             vector: UInt16?, memory: DMARegion?) throws(VirtioError) -> Virtqueue<T> {
-        let ringBytes: Int
-        let areaOffsets: (Int, Int, Int)
-        do {
-            if packed {
-                let l = try PackedLayout(queueSize: n)
-                ringBytes = l.totalSize
-                areaOffsets = (l.descriptorOffset, l.driverEventOffset, l.deviceEventOffset)
-            } else {
-                let l = try SplitLayout(queueSize: n)
-                ringBytes = l.totalSize
-                areaOffsets = (l.descriptorOffset, l.availOffset, l.usedOffset)
-            }
-        } catch {
+        let areas: RingAreas
+        do { areas = try RingAreas(packed: packed, queueSize: n) } catch {
             throw .invalidQueueSize(queue: index, size: n, maximum: n, packed: packed)
         }
-        let ringSpan = (ringBytes + 63) & ~63
+        let ringSpan = (areas.totalSize + 63) & ~63
         let tableElements = memory.map { ($0.length - ringSpan) / (16 * n) } ?? indirectElements
         let useIndirect = features.indirect && tableElements > 1
         let total = ringSpan + (useIndirect ? IndirectPool.size(queueSize: n, maxElements: tableElements) : 0)
@@ -227,27 +216,16 @@ public final class VirtioDevice<T: VirtioTransport> {
         let pool = useIndirect
             ? IndirectPool(area: region.slice(offset: ringSpan, length: total - ringSpan).area, maxElements: tableElements)
             : nil
-        let addresses = QueueAddresses(descriptors: region.deviceAddress + UInt64(areaOffsets.0),
-                                       driver: region.deviceAddress + UInt64(areaOffsets.1),
-                                       device: region.deviceAddress + UInt64(areaOffsets.2))
-        let storage: RingStorage
-        // The rings zero their areas as the driver MUST before handing them to the device.
-        if packed {
-            let p = UnsafeMutablePointer<PackedDriverQueue>.allocate(capacity: 1)
-            p.initialize(to: PackedDriverQueue(layout: try! PackedLayout(queueSize: n), memory: region.pointer,
-                                               features: features, indirect: pool))
-            storage = .packed(p)
-        } else {
-            let p = UnsafeMutablePointer<SplitDriverQueue>.allocate(capacity: 1)
-            p.initialize(to: SplitDriverQueue(layout: try! SplitLayout(queueSize: n), memory: region.pointer,
-                                              features: features, indirect: pool))
-            storage = .split(p)
-        }
+        let addresses = QueueAddresses(descriptors: region.deviceAddress + UInt64(areas.descriptors),
+                                       driver: region.deviceAddress + UInt64(areas.driver),
+                                       device: region.deviceAddress + UInt64(areas.device))
+        // The ring zeroes its areas as the driver MUST before handing them to the device.
+        let ring = DriverQueue(areas: areas, memory: region.pointer, features: features, indirect: pool)
         let setup: QueueSetup
         do {
             setup = try transport.setUpQueue(index, size: n, addresses: addresses, vector: vector, features: negotiated)
         } catch {
-            storage.release()
+            _ = consume ring
             throw error
         }
         if setup.vector == nil, vector != nil {
@@ -255,7 +233,7 @@ public final class VirtioDevice<T: VirtioTransport> {
                            metadata: ["queue": "\(index)", "vector": "\(vector!)"])
         }
         var q = Virtqueue(index: index, size: n, layout: packed ? .packed : .split, features: features,
-                          vector: setup.vector, ringMemory: region, ring: storage, transport: transport,
+                          vector: setup.vector, ringMemory: region, ring: ring, transport: transport,
                           target: setup.notify)
         if setup.vector == nil { q.disableUsedNotifications() }  // poll mode: no interrupts wanted
         return q

@@ -17,22 +17,6 @@ public protocol DeviceRing: ~Copyable {
     mutating func enableAvailNotifications() -> Bool
     /// For suspend/resume (vhost VRING_BASE, seed 003 states).
     var position: RingPosition { get }
-    /// Returns a popped buffer the way a hostile device would (fault injection).
-    mutating func pushHostile(_ kind: HostileUsed, id: UInt16, length: UInt32, ringDescriptors: UInt16)
-}
-
-/// How a hostile device returns a buffer (the software device's fault modes).
-public enum HostileUsed: String, Sendable, CaseIterable {
-    /// A used id the driver never gave (past the queue size).
-    case idOutOfRange = "used_id_range"
-    /// The same id returned twice.
-    case duplicateID = "dup_id"
-    /// A used length larger than the buffer's writable part.
-    case lengthOverflow = "len_overflow"
-    /// Split: used.idx moved far past what was in flight. Packed: the used flags' wrap counter flipped early.
-    case indexJump = "idx_jump"
-    /// Packed: AVAIL and USED bits that disagree (split: same as indexJump).
-    case flagsLie = "flags_lie"
 }
 
 extension DeviceRing where Self: ~Copyable {

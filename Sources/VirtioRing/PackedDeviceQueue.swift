@@ -115,22 +115,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         usedSinceSignal &+= Int(ringDescriptors)
     }
 
-    public mutating func pushHostile(_ kind: HostileUsed, id: UInt16, length: UInt32, ringDescriptors: UInt16) {
-        let good: UInt16 = usedWrap ? DescriptorFlags.avail | DescriptorFlags.used : 0
-        switch kind {
-        case .idOutOfRange: pushRawUsed(id: UInt16(truncatingIfNeeded: queueSize) &+ 7, length: length, flags: good, advance: ringDescriptors)
-        case .duplicateID:
-            pushUsed(id: id, length: length, ringDescriptors: ringDescriptors)
-            pushRawUsed(id: id, length: length, flags: usedWrap ? DescriptorFlags.avail | DescriptorFlags.used : 0, advance: 1)
-        case .lengthOverflow: pushUsed(id: id, length: length &+ 4096, ringDescriptors: ringDescriptors)
-        case .indexJump:  // the wrap counter flipped early: flags of the next lap, which read as "not used yet"
-            pushRawUsed(id: id, length: length, flags: good ^ (DescriptorFlags.avail | DescriptorFlags.used), advance: ringDescriptors)
-        case .flagsLie:  // USED says "used in this lap", AVAIL disagrees
-            pushRawUsed(id: id, length: length, flags: good ^ DescriptorFlags.avail, advance: ringDescriptors)
-        }
-    }
-
-    /// Writes a used descriptor with raw flags (hostile-device tests).
+    /// Writes a used descriptor with raw flags (the software device's fault injection).
     public mutating func pushRawUsed(id: UInt16, length: UInt32, flags: UInt16, advance: UInt16) {
         let d = desc + Int(nextUsed) &* 16
         d.storeLE(id, at: 12)

@@ -105,18 +105,7 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         used.storeRelease16(usedIdx, at: 2)
     }
 
-    public mutating func pushHostile(_ kind: HostileUsed, id: UInt16, length: UInt32, ringDescriptors: UInt16) {
-        switch kind {
-        case .idOutOfRange: pushRawUsed(id: UInt32(queueSize) &+ 7, length: length)
-        case .duplicateID:
-            pushUsed(id: id, length: length, ringDescriptors: ringDescriptors)
-            pushRawUsed(id: UInt32(id), length: length)
-        case .lengthOverflow: pushUsed(id: id, length: length &+ 4096, ringDescriptors: ringDescriptors)
-        case .indexJump, .flagsLie: pushRawUsed(id: UInt32(id), length: length, advance: UInt16(truncatingIfNeeded: queueSize) &+ 3)
-        }
-    }
-
-    /// Writes a raw used entry (hostile-device tests: ids the driver never gave).
+    /// Writes a raw used entry (the software device's fault injection: ids the driver never gave).
     public mutating func pushRawUsed(id: UInt32, length: UInt32, advance: UInt16 = 1) {
         let entry = used + (4 &+ Int(usedIdx & mask) &* 8)
         entry.storeLE(id, at: 0)

@@ -6,12 +6,6 @@ import VirtioRing
 import Glibc
 #endif
 
-/// The device side of one ring, through pointers so it can be switched on in place.
-enum DeviceRingStorage: @unchecked Sendable {
-    case split(UnsafeMutablePointer<SplitDeviceQueue<DMAArena>>)
-    case packed(UnsafeMutablePointer<PackedDeviceQueue<DMAArena>>)
-}
-
 /// What the register model hands a queue when the driver enables it.
 struct QueueStart {
     let size: Int
@@ -24,8 +18,8 @@ struct QueueStart {
 }
 
 /// Mutable state of one device queue; only touched under its queue's lock.
-struct EngineState: @unchecked Sendable {
-    var ring: DeviceRingStorage?
+struct EngineState: ~Copyable, @unchecked Sendable {
+    var ring: DeviceQueue<DMAArena>?
     var inOrder = false
     var interruptFD: Int32?
     let scratch: UnsafeMutableBufferPointer<ChainElement>
@@ -71,55 +65,22 @@ final class SoftQueue: @unchecked Sendable {
         }
     }
 
-    private static func release(_ s: inout EngineState) {
-        switch s.ring {
-        case let .split(p)?: p.deinitialize(count: 1); p.deallocate()
-        case let .packed(p)?: p.deinitialize(count: 1); p.deallocate()
-        case nil: break
-        }
-        s.ring = nil
-    }
+    private static func release(_ s: inout EngineState) { s.ring = nil }
 
     /// Attaches the device side to the rings the driver programmed; nil on success, else why not.
     func start(_ q: QueueStart, memory: DMAArena) -> String? {
-        let ringBytes: (Int, Int, Int)
-        if q.packed {
-            guard let l = try? PackedLayout(queueSize: q.size) else { return "queue size \(q.size) is invalid for a packed ring" }
-            ringBytes = (l.descriptorRingSize, PackedLayout.eventSuppressionSize, PackedLayout.eventSuppressionSize)
-        } else {
-            guard let l = try? SplitLayout(queueSize: q.size) else {
-                return "queue size \(q.size) is not a power of two (split rings MUST use one)"
-            }
-            ringBytes = (l.descriptorTableSize, l.availRingSize, l.usedRingSize)
-        }
         let a = q.addresses
-        guard let d = memory.pointer(at: a.descriptors, length: ringBytes.0),
-              let dr = memory.pointer(at: a.driver, length: ringBytes.1),
-              let dv = memory.pointer(at: a.device, length: ringBytes.2) else {
-            return "ring addresses desc 0x\(String(a.descriptors, radix: 16)) driver 0x\(String(a.driver, radix: 16)) device 0x\(String(a.device, radix: 16)) are outside DMA memory"
-        }
-        let alignOK = q.packed ? a.descriptors % 16 == 0 && a.driver % 4 == 0 && a.device % 4 == 0
-                               : a.descriptors % 16 == 0 && a.driver % 2 == 0 && a.device % 4 == 0
-        guard alignOK else { return "ring areas are not aligned as the layout requires" }
-        state.withLock { s in
-            Self.release(&s)
-            if q.packed {
-                let p = UnsafeMutablePointer<PackedDeviceQueue<DMAArena>>.allocate(capacity: 1)
-                p.initialize(to: PackedDeviceQueue(layout: try! PackedLayout(queueSize: q.size), descriptors: d,
-                                                   driverArea: dr, deviceArea: dv, memory: memory, features: q.features,
-                                                   resuming: q.resume))
-                s.ring = .packed(p)
-            } else {
-                let p = UnsafeMutablePointer<SplitDeviceQueue<DMAArena>>.allocate(capacity: 1)
-                p.initialize(to: SplitDeviceQueue(layout: try! SplitLayout(queueSize: q.size), descriptors: d,
-                                                  driverArea: dr, deviceArea: dv, memory: memory, features: q.features,
-                                                  resuming: q.resume))
-                s.ring = .split(p)
+        return state.withLock { s -> String? in
+            do {
+                s.ring = try DeviceQueue(packed: q.packed, queueSize: q.size, descriptors: a.descriptors, driver: a.driver,
+                                         device: a.device, memory: memory, features: q.features, resuming: q.resume)
+            } catch {
+                return "\(error)"
             }
             s.inOrder = q.features.inOrder
             s.interruptFD = q.interruptFD
+            return nil
         }
-        return nil
     }
 
     func stop() { state.withLock { s in Self.release(&s); s.kept = nil } }
@@ -130,17 +91,10 @@ final class SoftQueue: @unchecked Sendable {
         state.withLock { s -> Bool in
             guard let k = s.kept else { return false }
             s.kept = nil
-            switch s.ring {
-            case let .split(p)?:
-                if unasked { p.pointee.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
-                else { p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
-                signal(&p.pointee, &s, isr: isr)
-            case let .packed(p)?:
-                if unasked { p.pointee.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
-                else { p.pointee.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
-                signal(&p.pointee, &s, isr: isr)
-            case nil: return false
-            }
+            guard s.ring != nil else { return false }
+            if unasked { s.ring!.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
+            else { s.ring!.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
+            signal(&s, isr: isr)
             return true
         }
     }
@@ -148,11 +102,7 @@ final class SoftQueue: @unchecked Sendable {
     /// Where the device side stands (nil when the queue is not running).
     var position: RingPosition? {
         state.withLock { s in
-            switch s.ring {
-            case let .split(p)?: p.pointee.position
-            case let .packed(p)?: p.pointee.position
-            case nil: nil
-            }
+            s.ring?.position
         }
     }
 
@@ -167,26 +117,24 @@ final class SoftQueue: @unchecked Sendable {
                                      stopped: borrowing Atomic<Bool>, polling: Bool = false) -> String? {
         state.withLock { s -> String? in
             if stopped.load(ordering: .acquiring) { return nil }
-            switch s.ring {
-            case let .split(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr, polling)
-            case let .packed(p)?: return drain(&p.pointee, &s, personality, memory, negotiated, faults, isr, polling)
-            case nil: return polling ? nil : "queue \(index) was notified but is not enabled"
-            }
+            guard s.ring != nil else { return polling ? nil : "queue \(index) was notified but is not enabled" }
+            return drain(&s, personality, memory, negotiated, faults, isr, polling)
         }
     }
 
-    private func drain<R: DeviceRing & ~Copyable, P: SoftPersonality>(
-        _ ring: inout R, _ s: inout EngineState, _ personality: P, _ memory: DMAArena, _ negotiated: FeatureSet,
+    /// Pops and serves until the ring is empty. `s.ring` is non-nil (the caller checked, under the lock).
+    private func drain<P: SoftPersonality>(
+        _ s: inout EngineState, _ personality: P, _ memory: DMAArena, _ negotiated: FeatureSet,
         _ faults: SoftFaults, _ isr: borrowing Atomic<UInt8>, _ polling: Bool
     ) -> String? {
         var failure: String?
         // Work with notifications off, then re-arm; re-arming reports buffers that raced in.
-        ring.disableAvailNotifications()
+        s.ring!.disableAvailNotifications()
         repeat {
             var n = 0
             while n < s.batchIDs.count {
                 let chain: AvailableChain?
-                do { chain = try ring.popAvailable(into: s.scratch) } catch {
+                do { chain = try s.ring!.popAvailable(into: s.scratch) } catch {
                     failure = "queue \(index): \(error)"
                     break
                 }
@@ -221,19 +169,19 @@ final class SoftQueue: @unchecked Sendable {
                     break
                 }
             }
-            complete(&ring, &s, count: n, faults: faults, isr: isr)
+            complete(&s, count: n, faults: faults, isr: isr)
             if failure != nil { return failure }
             if n == 0 { break }
         } while true
         if polling { return nil }  // the poller comes back; the driver need not ring
-        if ring.enableAvailNotifications() {
-            return drain(&ring, &s, personality, memory, negotiated, faults, isr, polling)
+        if s.ring!.enableAvailNotifications() {
+            return drain(&s, personality, memory, negotiated, faults, isr, polling)
         }
         return nil
     }
 
     /// Returns a batch: one in-order batch entry, or single entries in reverse order.
-    private func complete<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, count n: Int,
+    private func complete(_ s: inout EngineState, count n: Int,
                                                      faults: SoftFaults, isr: borrowing Atomic<UInt8>) {
         guard n > 0 else { return }
         let before = completedCount.add(n, ordering: .relaxed).oldValue
@@ -246,8 +194,8 @@ final class SoftQueue: @unchecked Sendable {
         if let hostile = strike {
             // Fault injection: this batch goes back the way a hostile device returns buffers.
             s.hostileFired = s.hostileFired || faults.hostileUsed != nil
-            ring.pushHostile(hostile, id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
-            signal(&ring, &s, isr: isr)
+            s.ring!.pushHostile(hostile, id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
+            signal(&s, isr: isr)
             return
         }
         if s.inOrder {
@@ -255,19 +203,19 @@ final class SoftQueue: @unchecked Sendable {
                 var descriptors: UInt16 = 0
                 for i in 0..<n { descriptors &+= s.batchDescriptors[i] }
                 // In-order: one used entry for the last buffer retires the whole batch.
-                ring.pushUsedBatch(lastID: s.batchIDs[n - 1], length: s.batchLengths[n - 1],
+                s.ring!.pushUsedBatch(lastID: s.batchIDs[n - 1], length: s.batchLengths[n - 1],
                                    buffers: UInt16(n), ringDescriptors: descriptors)
             } else {
-                ring.pushUsed(id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
+                s.ring!.pushUsed(id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
             }
         } else {
             var i = n - 1
             while i >= 0 {
-                ring.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])
+                s.ring!.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])
                 i -= 1
             }
         }
-        signal(&ring, &s, isr: isr)
+        signal(&s, isr: isr)
         if faults.notifyStorm, let fd = s.interruptFD {  // fault: a storm of interrupts nobody asked for
             var many: UInt64 = 64
             _ = write(fd, &many, 8)
@@ -275,8 +223,8 @@ final class SoftQueue: @unchecked Sendable {
     }
 
     /// A used-buffer notification, if the driver wants one: MSI-X eventfd, else the ISR bit.
-    private func signal<R: DeviceRing & ~Copyable>(_ ring: inout R, _ s: inout EngineState, isr: borrowing Atomic<UInt8>) {
-        if ring.needsInterrupt() {
+    private func signal(_ s: inout EngineState, isr: borrowing Atomic<UInt8>) {
+        if s.ring!.needsInterrupt() {
             interruptCount.add(1, ordering: .relaxed)
             if let fd = s.interruptFD {
                 var one: UInt64 = 1

@@ -33,32 +33,27 @@ func runSwift(packed: Bool, inOrder: Bool, queueSize: Int, buffers: Int, driverC
     ring.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
     let address = UInt(bitPattern: ring)
     let state = RunState()
-    let arena = try! DMAArena(size: 4096)
+    // The device reaches the ring at device addresses equal to the host ones (an identity arena).
+    let arena = DMAArena(external: ring, size: bytes, deviceBase: UInt64(address))
+    let areas = try! RingAreas(packed: packed, queueSize: queueSize)
 
+    // Both sides run the layout-neutral queues, as the driver and the software device do.
     let device = PinnedThread(cpu: deviceCPU) {
         while !state.ready.load(ordering: .acquiring) {}
-        let memory = UnsafeMutableRawPointer(bitPattern: address)!
         let scratch = UnsafeMutableBufferPointer<ChainElement>.allocate(capacity: 4)
         defer { scratch.deallocate() }
-        if packed {
-            var q = PackedDeviceQueue(layout: try! PackedLayout(queueSize: queueSize), memory: memory, deviceMemory: arena, features: features)
-            serve(&q, buffers: buffers, scratch: scratch, state: state)
-        } else {
-            var q = SplitDeviceQueue(layout: try! SplitLayout(queueSize: queueSize), memory: memory, deviceMemory: arena, features: features)
-            serve(&q, buffers: buffers, scratch: scratch, state: state)
-        }
+        let base = UInt64(address)
+        var q = try! DeviceQueue(packed: packed, queueSize: queueSize, descriptors: base + UInt64(areas.descriptors),
+                                 driver: base + UInt64(areas.driver), device: base + UInt64(areas.device),
+                                 memory: arena, features: features)
+        serve(&q, buffers: buffers, scratch: scratch, state: state)
         while !state.stop.load(ordering: .acquiring) {}
     }
     let start = nowNanoseconds()
     let driver = PinnedThread(cpu: driverCPU) {
-        let memory = UnsafeMutableRawPointer(bitPattern: address)!
-        if packed {
-            var q = PackedDriverQueue(layout: try! PackedLayout(queueSize: queueSize), memory: memory, features: features)
-            drive(&q, buffers: buffers, state: state)
-        } else {
-            var q = SplitDriverQueue(layout: try! SplitLayout(queueSize: queueSize), memory: memory, features: features)
-            drive(&q, buffers: buffers, state: state)
-        }
+        var q = DriverQueue(areas: areas, memory: UnsafeMutableRawPointer(bitPattern: address)!, features: features,
+                            indirect: nil)
+        drive(&q, buffers: buffers, state: state)
     }
     driver.join()
     let elapsed = nowNanoseconds() - start

@@ -1,4 +1,5 @@
 import VirtioRing
+import VirtioSoftDevice
 
 /// What the driver may legally return, kept apart from the driver's own bookkeeping: a device
 /// can lie about anything in its memory, but it can never make a correct driver return a buffer
@@ -53,7 +54,7 @@ struct RingHarness {
         model = Model(queueSize: queueSize)
     }
 
-    mutating func run<D: DriverRing & ~Copyable, V: DeviceRing & ~Copyable>(_ driver: inout D, _ device: inout V,
+    mutating func run<D: DriverRing & ~Copyable, V: HostileDeviceRing & ~Copyable>(_ driver: inout D, _ device: inout V,
                                                                             _ input: inout FuzzInput) {
         while !input.isEmpty {
             let op = input.u8()
@@ -215,7 +216,7 @@ struct RingHarness {
     }
 
     /// A used entry for any id (hostile modes of the software device, or plain fuzz values).
-    mutating func pushArbitrary<V: DeviceRing & ~Copyable>(_ device: inout V, _ input: inout FuzzInput, kind: UInt8) {
+    mutating func pushArbitrary<V: HostileDeviceRing & ~Copyable>(_ device: inout V, _ input: inout FuzzInput, kind: UInt8) {
         let id = popped.isEmpty || kind & 8 != 0 ? input.u16() % UInt16(truncatingIfNeeded: queueSize + 2) : popped[0].id
         let length = input.u32() >> UInt32(input.u8() % 32)
         let descriptors = UInt16(input.u8()) % UInt16(queueSize + 1)
