@@ -26,7 +26,12 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
     case configUnstable(attempts: Int)
     case configOutOfRange(offset: Int, width: Int, length: Int)
     case dma(DMAError)
-    case transport(String)
+    case transport(TransportError)
+    /// The device is not of the class the driver drives.
+    case wrongDeviceType(device: String, expected: String, found: String)
+    /// Statistics queue protocol: one buffer at a time, and the device returns the one it holds.
+    case statsBufferOutstanding(queue: Int)
+    case statsWrongBuffer(queue: Int, token: UInt16)
     case ring(queue: Int, RingError)
 
     public var description: String {
@@ -71,8 +76,14 @@ public enum VirtioError: Error, Sendable, Equatable, CustomStringConvertible {
             "device config read at \(o) (\(w) bytes) is past its \(l)-byte window"
         case let .dma(e):
             "DMA memory: \(e)"
-        case let .transport(why):
-            why
+        case let .transport(e):
+            "\(e)"
+        case let .wrongDeviceType(device, expected, found):
+            "\(device) is a virtio \(found) device, not a \(expected)"
+        case let .statsBufferOutstanding(q):
+            "statistics queue \(q): a buffer is already with the device"
+        case let .statsWrongBuffer(q, token):
+            "statistics queue \(q): the device returned buffer \(token), not the one it holds"
         case let .ring(q, e):
             "queue \(q): \(e)"
         }

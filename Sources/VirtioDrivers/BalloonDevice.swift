@@ -21,7 +21,8 @@ public final class BalloonDevice<T: VirtioTransport> {
         let d = VirtioDevice(transport: transport, logger: logger)
         device = d
         guard transport.deviceType == .balloon else {
-            throw .transport("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a balloon")
+            throw .wrongDeviceType(device: transport.name, expected: "balloon",
+                                   found: transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)")
         }
         do throws(VirtioError) {
             try d.initialize(policy: policy, deviceTypeBits: [BalloonFeature.statsVQ])

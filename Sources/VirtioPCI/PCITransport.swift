@@ -38,7 +38,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         do {
             layout = try walkVirtioCapabilities(function)
         } catch {
-            throw .transport("\(function.address): \(error)")
+            throw .transport(TransportError(function.address, .layout("\(error)")))
         }
         func region(_ w: BARWindow) -> Region {
             Region(window: w, pointer: function.bar(w.bar)?.pointer(offset: w.offset, length: w.length))
@@ -54,7 +54,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
             let wanted = command | PCIConfig.commandMemorySpace | PCIConfig.commandBusMaster
             if wanted != command { try function.configWrite(offset: PCIConfig.command, width: 2, value: wanted) }
         } catch {
-            throw .transport("\(function.address): PCI configuration space: \(error)")
+            throw .transport(TransportError(function.address, .configSpace("\(error)")))
         }
         deviceID = VirtioPCIWire.deviceID(pciDeviceID: pciDevice) ?? 0
         deviceType = VirtioDeviceType(rawValue: deviceID)
@@ -83,9 +83,9 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     // MARK: register access
 
     private func read(_ r: Region, _ offset: Int, _ width: Int) throws(VirtioError) -> UInt64 {
-        guard width == 1 || width == 2 || width == 4 else { throw .transport("\(name): register access width \(width) (1, 2 or 4 only)") }
+        guard width == 1 || width == 2 || width == 4 else { throw .transport(TransportError(name, .accessWidth(width))) }
         guard offset >= 0, offset + width <= r.window.length else {
-            throw .transport("\(name): read at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
+            throw .transport(TransportError(name, .outsideWindow(write: false, offset: offset, window: r.window.length)))
         }
         if let p = r.pointer {
             let a = p + offset
@@ -96,14 +96,14 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
             }
         }
         do { return try function.barRead(r.window.bar, offset: r.window.offset + offset, width: width) } catch {
-            throw .transport("\(name): register read: \(error)")
+            throw .transport(TransportError(name, .registerAccess(write: false, "\(error)")))
         }
     }
 
     private func write(_ r: Region, _ offset: Int, _ width: Int, _ value: UInt64) throws(VirtioError) {
-        guard width == 1 || width == 2 || width == 4 else { throw .transport("\(name): register access width \(width) (1, 2 or 4 only)") }
+        guard width == 1 || width == 2 || width == 4 else { throw .transport(TransportError(name, .accessWidth(width))) }
         guard offset >= 0, offset + width <= r.window.length else {
-            throw .transport("\(name): write at 0x\(String(offset, radix: 16)) outside a \(r.window.length)-byte window")
+            throw .transport(TransportError(name, .outsideWindow(write: true, offset: offset, window: r.window.length)))
         }
         if let p = r.pointer {
             let a = p + offset
@@ -115,7 +115,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
             return
         }
         do { try function.barWrite(r.window.bar, offset: r.window.offset + offset, width: width, value: value) } catch {
-            throw .transport("\(name): register write: \(error)")
+            throw .transport(TransportError(name, .registerAccess(write: true, "\(error)")))
         }
     }
 
@@ -186,11 +186,11 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         let width = withData ? 4 : 2
         let offset = off * Int(layout.notifyMultiplier)
         guard offset + width <= layout.notify.length else {
-            throw .transport("\(name): queue \(queue) doorbell at notify offset \(offset) (+\(width)) is outside the \(layout.notify.length)-byte notify window")
+            throw .transport(TransportError(name, .doorbellOutsideWindow(queue: queue, offset: offset, width: width, window: layout.notify.length)))
         }
         // With notification data the doorbell takes aligned 32-bit writes.
         if withData, (layout.notify.offset + offset) % 4 != 0 {
-            throw .transport("\(name): queue \(queue) doorbell is not 4-byte aligned, but VIRTIO_F_NOTIFICATION_DATA needs 32-bit writes")
+            throw .transport(TransportError(name, .doorbellMisaligned(queue: queue)))
         }
         var value16 = UInt16(queue)
         if features.contains(VirtioFeature.notifConfigData) {
@@ -223,12 +223,12 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     public func configGeneration() throws(VirtioError) -> UInt8 { try common8(CommonConfigField.configGeneration.offset) }
 
     public func readDeviceConfig(offset: Int, width: Int) throws(VirtioError) -> UInt64 {
-        guard let device else { throw .transport("\(name): the device has no device-specific configuration") }
+        guard let device else { throw .transport(TransportError(name, .noDeviceConfig)) }
         return try read(device, offset, width)
     }
 
     public func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError) {
-        guard let device else { throw .transport("\(name): the device has no device-specific configuration") }
+        guard let device else { throw .transport(TransportError(name, .noDeviceConfig)) }
         try write(device, offset, width, value)
     }
 
@@ -238,7 +238,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     public var interruptVectors: Int { layout.msixVectors ?? 0 }
 
     public func enableInterrupts(count: Int) throws(VirtioError) -> [Int32] {
-        do { return try function.enableMSIX(vectors: count) } catch { throw .transport("\(name): \(error)") }
+        do { return try function.enableMSIX(vectors: count) } catch { throw .transport(TransportError(name, .interrupts("\(error)"))) }
     }
 
     public func disableInterrupts() { function.disableInterrupts() }
@@ -251,15 +251,15 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
 
     public func adminQueueRange() throws(VirtioError) -> Range<Int> {
         guard adminQueueRegistersAvailable else {
-            throw .transport("\(name): the common configuration window (\(layout.common.length) bytes) has no admin queue fields")
+            throw .transport(TransportError(name, .noAdminQueueFields(window: layout.common.length)))
         }
         let first = Int(try common16(CommonConfigField.adminQueueIndex.offset))
         let count = Int(try common16(CommonConfigField.adminQueueNum.offset))
         let regular = try numQueues()
-        guard count > 0 else { throw .transport("\(name): VIRTIO_F_ADMIN_VQ negotiated but admin_queue_num reads 0") }
+        guard count > 0 else { throw .transport(TransportError(name, .adminQueueNumZero)) }
         // transport-pci.tex: admin_queue_index is at or past num_queues (admin queues are not counted there).
         guard first >= regular, first + count <= 0x10000 else {
-            throw .transport("\(name): admin_queue_index \(first) (num \(count)) overlaps the \(regular) regular queues")
+            throw .transport(TransportError(name, .adminQueuesOverlap(first: first, count: count, regular: regular)))
         }
         return first..<first + count
     }
@@ -274,7 +274,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
             return SRIOVState(totalVFs: Int(total), numVFs: Int(num), vfEnable: control & SRIOVCapField.controlVFEnable != 0,
                               vfMigrationCapable: caps & SRIOVCapField.capabilityVFMigration != 0)
         } catch {
-            throw .transport("\(name): SR-IOV capability: \(error)")
+            throw .transport(TransportError(name, .sriovCapability("\(error)")))
         }
     }
 

@@ -125,4 +125,12 @@ private struct Touch: TransportUser {
                 "\(args): \(err)")
         #expect(!err.contains("Fatal error") && !err.contains("Stack dump"), "\(args): \(err)")
     }
+
+    @Test func transportErrorsNameTheDeviceOnce() {
+        let peer = TransportError("vfio-user:/tmp/blk.sock", .registerAccess(write: false, "vfio-user /tmp/blk.sock: no reply to REGION_READ within 5000 ms"))
+        #expect(peer.description.components(separatedBy: "/tmp/blk.sock").count == 2, "\(peer)")
+        let local = TransportError("0000:00:04.0", .accessWidth(8))
+        #expect(local.description == "0000:00:04.0: register access width 8 (1, 2 or 4 only)")
+        #expect(VirtioError.transport(local).description == local.description)
+    }
 }

@@ -40,7 +40,7 @@ public final class StatsQueueResponder<T: VirtioTransport> {
     /// Fills the buffer with `entries` (at most `capacity`) and makes it available; the first call
     /// is the initial buffer the spec asks for at initialisation.
     public func post(_ entries: [StatEntry]) throws(VirtioError) {
-        guard outstanding == nil else { throw .transport("statistics queue \(queueIndex): a buffer is already with the device") }
+        guard outstanding == nil else { throw .statsBufferOutstanding(queue: queueIndex) }
         let use = Array(entries.prefix(capacity))
         let bytes = StatEntry.encode(use)
         bytes.withUnsafeBytes { buffer.pointer.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
@@ -64,7 +64,7 @@ public final class StatsQueueResponder<T: VirtioTransport> {
         do { used = try queue.pointee.pollUsed() } catch { throw .ring(queue: queueIndex, error) }
         guard let used else { return false }
         guard used.token == outstanding else {
-            throw .transport("statistics queue \(queueIndex): the device returned buffer \(used.token), not the one it holds")
+            throw .statsWrongBuffer(queue: queueIndex, token: used.token)
         }
         outstanding = nil
         requests &+= 1
