@@ -43,15 +43,17 @@ let package = Package(
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire"]),
         // `virtioctl check`: a scripted conformance suite that names each device-side violation's clause.
-        .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "VirtioDrivers"]),
+        .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "VirtioDrivers", "VirtioLoad"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
         .target(name: "VirtioSoftDevice",
                 dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Device opening: every device spelling and the common options, turned into an opened transport and driver.
         .target(name: "VirtioAttach",
-                dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
+                dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser", "VirtioWire",
                                .product(name: "Logging", package: "swift-log")]),
+        // Block load generation: the benchmark workers, attach's background load, one offset stream and clock.
+        .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount"]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
         // malloc interposer: counts heap allocations (process-wide and per thread).
@@ -59,7 +61,7 @@ let package = Package(
         .executableTarget(
             name: "virtioctl",
             dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "VirtioAttach", "VirtioCheck", "CShim", "CMallocCount",
+                           "VirtioAttach", "VirtioLoad", "VirtioCheck", "CShim", "CMallocCount",
                            .product(name: "ArgumentParser", package: "swift-argument-parser"),
                            .product(name: "Logging", package: "swift-log")]),
         .executableTarget(

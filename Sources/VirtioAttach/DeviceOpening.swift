@@ -4,6 +4,7 @@ import VFIOUser
 import VirtioCore
 import VirtioPCI
 import VirtioSoftDevice
+import VirtioWire
 
 /// The options every verb that opens a device shares (`--noiommu`, `--dma`, `--interrupts`,
 /// `--feature-off`, `--require`, `--queues`, `--queue-size`, `--peer-timeout`), checked once here.

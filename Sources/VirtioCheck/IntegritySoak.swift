@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioDrivers
+import VirtioLoad
 import VirtioRing
 #if canImport(Glibc)
 import Glibc
@@ -68,7 +69,7 @@ public final class IntegritySoak<T: VirtioTransport> {
     var writeUncertain: [Bool]
     var slots: [[InFlight?]]
     var buffers: DMARegion
-    var rng: UInt64
+    var rng: XorShift64
     var report = SoakReport()
 
     public init(_ blk: BlockDevice<T>, options: SoakOptions) throws(BlockError) {
@@ -83,13 +84,12 @@ public final class IntegritySoak<T: VirtioTransport> {
         slots = Array(repeating: Array(repeating: nil, count: depth), count: blk.queueCount)
         writeUncertain = Array(repeating: false, count: options.blocks)
         buffers = try blk.allocateBuffer(bytes: blk.queueCount * depth * 4096)
-        rng = options.seed | 1
+        rng = XorShift64(seed: options.seed | 1)
         report.queues = blk.queueCount
     }
 
     func random(_ n: Int) -> Int {
-        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
-        return Int(rng % UInt64(n))
+        Int(rng.below(UInt64(n)))
     }
 
     func buffer(_ q: Int, _ s: Int) -> DMARegion {

@@ -56,14 +56,12 @@ public final class VirtioDevice<T: VirtioTransport> {
     /// Writes 0 to device_status and waits until it reads 0 (`transport-pci.tex`: the driver MUST).
     public func reset() throws(VirtioError) {
         try transport.writeStatus([])
-        var status = try transport.readStatus()
-        var waited = 0
-        while status.rawValue != 0 {
-            guard waited < resetTimeoutMilliseconds * 10 else { throw .resetTimeout(status: status.rawValue) }
-            usleep(100)
-            waited += 1
-            status = try transport.readStatus()
+        var last: UInt8 = 0
+        let done = try PollDeadline.poll(milliseconds: resetTimeoutMilliseconds) { () throws(VirtioError) -> Bool? in
+            last = try transport.readStatus().rawValue
+            return last == 0 ? true : nil
         }
+        guard done != nil else { throw .resetTimeout(status: last) }
         queues = []
         negotiated = []
     }

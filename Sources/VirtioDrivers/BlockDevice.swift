@@ -308,29 +308,24 @@ public final class BlockDevice<T: VirtioTransport> {
         let q = queues + queue
         try q.pointee.submit(op, sector: sector, data: data, tag: tag)
         q.pointee.kick()
-        var spins = 0
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        var deadline = PollDeadline(milliseconds: timeoutMilliseconds)
         while true {
             if let c = try q.pointee.poll() {
                 guard c.tag == tag else { continue }  // only one in flight from here; anything else is stale
                 return c
             }
-            spins &+= 1
+            var slept = false
             if q.pointee.interruptFD >= 0 {
                 q.pointee.waitForInterrupt(timeoutMilliseconds: 100)
-                spins = 0  // asleep, not spinning: check health and time on every wake
+                slept = true  // asleep, not spinning: check health and time on every wake
             }
-            if spins & 1023 == 0 {
-                do { try device.checkHealth() } catch { throw .virtio(error) }
-                var now = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &now)
-                let ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000
-                if ms > timeoutMilliseconds {
-                    var what = "\(op) at sector \(sector) on queue \(queue) of \(device.transport.name)"
-                    if let n = device.transport.notifyFailure { what += " (\(n))" }
-                    throw .timeout(milliseconds: timeoutMilliseconds, what: what)
-                }
+            let expired = try deadline.expired(afterSleep: slept) { () throws(BlockError) in
+                do throws(VirtioError) { try device.checkHealth() } catch { throw .virtio(error) }
+            }
+            if expired {
+                var what = "\(op) at sector \(sector) on queue \(queue) of \(device.transport.name)"
+                if let n = device.transport.notifyFailure { what += " (\(n))" }
+                throw .timeout(milliseconds: timeoutMilliseconds, what: what)
             }
         }
     }

@@ -206,18 +206,18 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         try write(common, CommonConfigField.queueEnable.offset, 2, 1)
     }
 
+    /// How long a queue reset may take (queue_reset reading 1), in milliseconds.
+    public var queueResetTimeoutMilliseconds = 1_000
+
     public func resetQueue(_ queue: Int) throws(VirtioError) {
         try select(queue)
         try write(common, CommonConfigField.queueReset.offset, 2, 1)
-        for _ in 0..<10_000 {
-            if try common16(CommonConfigField.queueReset.offset) == 0 {
-                // Virtqueue Reset: once done the device presents 0 in queue_reset and in queue_enable.
-                guard try common16(CommonConfigField.queueEnable.offset) == 0 else { throw .queueStillEnabled(queue: queue) }
-                return
-            }
-            usleep(100)
+        let done = try PollDeadline.poll(milliseconds: queueResetTimeoutMilliseconds) { () throws(VirtioError) -> Bool? in
+            try common16(CommonConfigField.queueReset.offset) == 0 ? true : nil
         }
-        throw .queueResetTimeout(queue: queue)
+        guard done != nil else { throw .queueResetTimeout(queue: queue) }
+        // Virtqueue Reset: once done the device presents 0 in queue_reset and in queue_enable.
+        guard try common16(CommonConfigField.queueEnable.offset) == 0 else { throw .queueStillEnabled(queue: queue) }
     }
 
     public func configGeneration() throws(VirtioError) -> UInt8 { try common8(CommonConfigField.configGeneration.offset) }

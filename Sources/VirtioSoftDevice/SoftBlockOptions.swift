@@ -1,4 +1,5 @@
 import VirtioRing
+import VirtioWire
 
 /// How a software virtio-blk device is built: `soft:blk,size=64M,queues=2,packed=off,...`.
 public struct SoftBlockOptions: Sendable, Equatable {
@@ -183,24 +184,6 @@ public struct SoftBlockOptions: Sendable, Equatable {
 
 extension String {
     func replacingDash() -> String { String(map { $0 == "-" ? "_" : $0 }) }
-}
-
-/// `64M`, `1G`, `4096`, `512K` (binary multiples) to bytes.
-public func parseByteSize(_ text: String) -> UInt64? {
-    var digits = text.uppercased()
-    var scale: UInt64 = 1
-    if digits.hasSuffix("IB") { digits.removeLast(2) } else if digits.hasSuffix("B") { digits.removeLast() }
-    switch digits.last {
-    case "K": scale = 1 << 10
-    case "M": scale = 1 << 20
-    case "G": scale = 1 << 30
-    case "T": scale = 1 << 40
-    default: break
-    }
-    if scale != 1 { digits.removeLast() }
-    guard let n = UInt64(digits) else { return nil }
-    let (r, overflow) = n.multipliedReportingOverflow(by: scale)
-    return overflow ? nil : r
 }
 
 /// A one-shot fault armed while the device runs (`SoftPCIFunction.inject`): the next request on the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Synchronization
 import VirtioAttach
+import VirtioLoad
 import VirtioCore
 import VirtioDrivers
 import VirtioRing
@@ -21,28 +22,6 @@ func unblockStopSignals() {
 
 /// Set by SIGINT/SIGTERM; the attach loop ends, resets the device and removes its region.
 let attachStop = Atomic<Bool>(false)
-
-/// A background block load for `attach --load`: `randread,qd=4,bs=4K`.
-struct LoadSpec {
-    var pattern: BenchPattern = .randread
-    var depth = 4
-    var blockSize = 4096
-
-    init(parsing text: String) throws {
-        for (i, part) in text.split(separator: ",").map(String.init).enumerated() {
-            if i == 0, let p = BenchPattern(rawValue: part) { pattern = p; continue }
-            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
-            switch (kv.first ?? "", kv.count == 2 ? kv[1] : "") {
-            case let ("qd", v): guard let n = Int(v), (1...256).contains(n) else { throw CLIError("--load qd=\(v): 1...256") }; depth = n
-            case let ("bs", v):
-                guard let n = parseByteSize(v), n >= 512, n <= 1 << 20, n % 512 == 0 else { throw CLIError("--load bs=\(v): 512 bytes to 1M, a multiple of 512") }
-                blockSize = Int(n)
-            default:
-                throw CLIError("--load '\(text)': expected PATTERN[,qd=N][,bs=SIZE] with PATTERN one of \(BenchPattern.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-        }
-    }
-}
 
 extension VirtioCtl {
     /// `virtioctl attach DEVICE`: the long-running owner of a device.
@@ -164,67 +143,6 @@ extension VirtioCtl {
             generator = nil
             let io = blk.ioCounters
             note("virtioctl: \(io.readIOs) reads, \(io.writeIOs) writes, \(io.errors) errors; \(blk.stats?.requests ?? 0) statistics request(s) answered; device reset")
-        }
-    }
-}
-
-/// Keeps `depth` requests in flight on queue 0 (random or sequential offsets), for `attach --load`.
-final class LoadGenerator<T: VirtioTransport> {
-    let blk: BlockDevice<T>
-    let spec: LoadSpec
-    let buffers: DMARegion
-    var free: [Int]
-    var rng: UInt64 = 0x2545_F491_4F6C_DD1D
-    var sequential: UInt64 = 0
-    let slots: UInt64
-
-    init(_ blk: BlockDevice<T>, _ spec: LoadSpec) throws {
-        self.blk = blk
-        self.spec = spec
-        buffers = try blk.allocateBuffer(bytes: spec.depth * spec.blockSize)
-        free = Array(0..<spec.depth)
-        slots = blk.capacityBytes / UInt64(spec.blockSize)
-        guard slots > 0 else { throw CLIError("--load bs=\(spec.blockSize) is larger than the device") }
-    }
-
-    /// Submits what fits, kicks, reaps; true when anything moved.
-    func step() throws -> Bool {
-        var moved = false
-        try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
-            var added = 0
-            while let slot = free.last, q.slotsFree > 0 {
-                rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
-                let write: Bool
-                switch spec.pattern {
-                case .randread, .read: write = false
-                case .randwrite, .write: write = true
-                case .randrw: write = rng & 1 == 0
-                }
-                let index = spec.pattern.random ? rng % slots : sequential % slots
-                sequential &+= 1
-                let sector = index * UInt64(spec.blockSize / 512)
-                try q.submit(write ? .write : .read, sector: sector,
-                             data: BufferElement(address: buffers.deviceAddress + UInt64(slot * spec.blockSize),
-                                                 length: UInt32(spec.blockSize)), tag: UInt64(slot))
-                free.removeLast()
-                added += 1
-            }
-            if added > 0 { q.kick(); moved = true }
-            while let c = try q.poll() {
-                free.append(Int(c.tag))
-                moved = true
-            }
-        }
-        return moved
-    }
-
-    /// Waits for what is in flight (bounded) so the device is reset with nothing outstanding.
-    func drain() throws {
-        let end = monotonicNanoseconds() + 2_000_000_000
-        while free.count < spec.depth, monotonicNanoseconds() < end {
-            try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
-                while let c = try q.poll() { free.append(Int(c.tag)) }
-            }
         }
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VirtioAttach
+import VirtioLoad
 import Foundation
 import VirtioCore
 import VirtioDrivers

@@ -234,8 +234,8 @@ public final class AdminChannel<T: VirtioTransport> {
     }
 
     private func waitUsed(_ qi: Int, opcode: UInt16) throws(AdminError) -> UsedBuffer {
-        var start = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &start)
+        // Spin a little (a device thread answers in microseconds), then check health and time every 64 polls.
+        var deadline = PollDeadline(milliseconds: timeoutMilliseconds, stride: 64)
         var spins = 0
         while true {
             let used: UsedBuffer?
@@ -246,18 +246,15 @@ public final class AdminChannel<T: VirtioTransport> {
             if let used { return used }
             spins += 1
             if spins < 1000 { continue }
-            if spins % 64 == 0 {
-                do { try device.checkHealth() } catch {
+            let expired = try deadline.expired { () throws(AdminError) in
+                do throws(VirtioError) { try device.checkHealth() } catch {
                     broken = "\(error)"
                     throw .setup(error)
                 }
-                var now = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &now)
-                let ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1_000_000
-                if ms >= timeoutMilliseconds {
-                    broken = "\(AdminError.name(opcode)) timed out on admin queue \(queueIndices.lowerBound + qi)"
-                    throw .timeout(opcode: opcode, queue: queueIndices.lowerBound + qi, milliseconds: timeoutMilliseconds)
-                }
+            }
+            if expired {
+                broken = "\(AdminError.name(opcode)) timed out on admin queue \(queueIndices.lowerBound + qi)"
+                throw .timeout(opcode: opcode, queue: queueIndices.lowerBound + qi, milliseconds: timeoutMilliseconds)
             }
             usleep(50)
         }

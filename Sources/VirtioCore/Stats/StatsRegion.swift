@@ -3,13 +3,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// The monotonic clock in nanoseconds (system-wide on Linux, so comparable across processes).
-public func monotonicNanoseconds() -> UInt64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
-}
-
 /// Values of the data block, written through relaxed atomics (readers copy them concurrently).
 public struct StatsValues {
     let data: UnsafeMutableRawPointer

@@ -56,13 +56,6 @@ public enum AdminOpcode: UInt16, Sendable, CaseIterable, Codable, CustomStringCo
     }
 }
 
-/// `0x1f`, `31`: what a person types for a number.
-public func parseNumber(_ text: String) -> UInt64? {
-    let t = text.lowercased()
-    if t.hasPrefix("0x") { return UInt64(t.dropFirst(2), radix: 16) }
-    return UInt64(t)
-}
-
 /// Admin group types (`admin.tex` "Group administration commands").
 public enum AdminGroup: UInt16, Sendable, Codable, CustomStringConvertible {
     /// The device itself (1.4); member id 0.

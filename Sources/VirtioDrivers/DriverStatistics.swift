@@ -1,23 +1,22 @@
 import VirtioCore
-import VirtioDrivers
 import VirtioWire
 
 /// The driver's counters laid out as a statistics region: per queue, per block device (seed 000's
 /// set), and per balloon (what it last reported). Names are `queue<N>_<counter>` for per-queue values.
-struct DriverStatistics {
-    let layout: StatsLayout
-    let queues: Int
-    let block: Bool
-    let balloon: Bool
+public struct DriverStatistics {
+    public let layout: StatsLayout
+    public let queues: Int
+    public let block: Bool
+    public let balloon: Bool
     private let index: [String: Int]
 
-    static let queueCounters: [(String, StatType)] = [
+    public static let queueCounters: [(String, StatType)] = [
         ("buffers_added", .cumulative), ("buffers_used", .cumulative), ("notifications_sent", .cumulative),
         ("notifications_suppressed", .cumulative), ("interrupts", .cumulative), ("empty_polls", .cumulative),
         ("errors", .cumulative),
     ]
     /// Seed 000 (virtio-blk stats draft) names; ticks are milliseconds.
-    static let blockCounters: [(String, StatType, StatUnit, Int16)] = [
+    public static let blockCounters: [(String, StatType, StatUnit, Int16)] = [
         ("blk_read_io", .cumulative, .none, 0), ("blk_read_merges", .cumulative, .none, 0),
         ("blk_read_sectors", .cumulative, .none, 0), ("blk_read_ticks", .cumulative, .seconds, -3),
         ("blk_write_io", .cumulative, .none, 0), ("blk_write_merges", .cumulative, .none, 0),
@@ -26,7 +25,7 @@ struct DriverStatistics {
         ("blk_time_in_queue", .cumulative, .seconds, -3),
     ]
 
-    init(id: String, queues: Int, block: Bool, balloon: Bool) {
+    public init(id: String, queues: Int, block: Bool, balloon: Bool) {
         var stats: [StatDescriptor] = []
         for q in 0..<queues {
             for (name, type) in Self.queueCounters { stats.append(StatDescriptor(name: "queue\(q)_\(name)", type: type)) }
@@ -56,11 +55,11 @@ struct DriverStatistics {
         index = idx
     }
 
-    func set(_ v: StatsValues, _ name: String, _ value: UInt64) {
+    public func set(_ v: StatsValues, _ name: String, _ value: UInt64) {
         if let i = index[name] { v[i] = value }
     }
 
-    func write(queue q: Int, _ c: QueueCounters, io: BlockIOCounters?, to v: StatsValues) {
+    public func write(queue q: Int, _ c: QueueCounters, io: BlockIOCounters?, to v: StatsValues) {
         let values = [c.buffersAdded, c.buffersUsed, c.notificationsSent, c.notificationsSuppressed, c.interrupts,
                       c.emptyPolls, io?.errors ?? 0]
         for (i, (name, _)) in Self.queueCounters.enumerated() { set(v, "queue\(q)_\(name)", values[i]) }
@@ -69,12 +68,12 @@ struct DriverStatistics {
         }
     }
 
-    func write(block entries: [StatEntry], requests: UInt64, to v: StatsValues) {
+    public func write(block entries: [StatEntry], requests: UInt64, to v: StatsValues) {
         for e in entries where Int(e.tag) < Self.blockCounters.count { set(v, Self.blockCounters[Int(e.tag)].0, e.value) }
         set(v, "blk_statsq_requests", requests)
     }
 
-    func write(balloon entries: [StatEntry], requests: UInt64, to v: StatsValues) {
+    public func write(balloon entries: [StatEntry], requests: UInt64, to v: StatsValues) {
         for e in entries { set(v, "balloon_" + BalloonStatTag.name(e.tag), e.value) }
         set(v, "balloon_statsq_requests", requests)
     }

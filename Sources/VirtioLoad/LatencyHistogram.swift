@@ -1,20 +1,20 @@
 /// Log-linear latency histogram (32 sub-buckets per power of two, ~3% resolution) over a fixed
 /// array: recording allocates nothing.
-struct LatencyHistogram: ~Copyable {
-    static let buckets = 2048
-    let counts: UnsafeMutablePointer<UInt64>
-    private(set) var total: UInt64 = 0
-    private(set) var sum: UInt64 = 0
-    private(set) var minimum = UInt64.max
-    private(set) var maximum: UInt64 = 0
+public struct LatencyHistogram: ~Copyable {
+    public static let buckets = 2048
+    @usableFromInline let counts: UnsafeMutablePointer<UInt64>
+    public var total: UInt64 = 0
+    public var sum: UInt64 = 0
+    public var minimum = UInt64.max
+    public var maximum: UInt64 = 0
 
-    init() {
+    public init() {
         counts = .allocate(capacity: Self.buckets)
         counts.initialize(repeating: 0, count: Self.buckets)
     }
     deinit { counts.deallocate() }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     static func index(_ v: UInt64) -> Int {
         if v < 64 { return Int(v) }
         let msb = 63 - v.leadingZeroBitCount
@@ -23,15 +23,15 @@ struct LatencyHistogram: ~Copyable {
     }
 
     /// The smallest value that lands in bucket `i`.
-    static func lowerBound(_ i: Int) -> UInt64 {
+    public static func lowerBound(_ i: Int) -> UInt64 {
         if i < 64 { return UInt64(i) }
         let shift = (i - 64) / 32 + 1
         let mantissa = UInt64((i - 64) % 32 + 32)
         return mantissa << UInt64(shift)
     }
 
-    @inline(__always)
-    mutating func record(_ v: UInt64) {
+    @inlinable @inline(__always)
+    public mutating func record(_ v: UInt64) {
         counts[Self.index(v)] &+= 1
         total &+= 1
         sum &+= v
@@ -39,7 +39,7 @@ struct LatencyHistogram: ~Copyable {
         if v > maximum { maximum = v }
     }
 
-    mutating func merge(_ other: borrowing LatencyHistogram) {
+    public mutating func merge(_ other: borrowing LatencyHistogram) {
         for i in 0..<Self.buckets { counts[i] &+= other.counts[i] }
         total &+= other.total
         sum &+= other.sum
@@ -48,7 +48,7 @@ struct LatencyHistogram: ~Copyable {
     }
 
     /// The value at quantile `q` (0...1): the midpoint of the bucket holding it.
-    func percentile(_ q: Double) -> UInt64 {
+    public func percentile(_ q: Double) -> UInt64 {
         guard total > 0 else { return 0 }
         let rank = UInt64((Double(total) * q).rounded(.up))
         var seen: UInt64 = 0
@@ -62,5 +62,5 @@ struct LatencyHistogram: ~Copyable {
         return maximum
     }
 
-    var mean: Double { total == 0 ? 0 : Double(sum) / Double(total) }
+    public var mean: Double { total == 0 ? 0 : Double(sum) / Double(total) }
 }
