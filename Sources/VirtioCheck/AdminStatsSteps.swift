@@ -33,7 +33,7 @@ extension DeviceChecker {
         channel.timeoutMilliseconds = options.timeoutMilliseconds
         var groups: [AdminGroup] = [.selfGroup]
         // With VF Enable clear every SR-IOV group command fails, as the spec says: nothing to check there.
-        if let s = try? transport.sriovState(), s.numVFs > 0, s.vfEnable { groups.append(.sriov) }
+        if let s = try? (transport as? any SRIOVOwner)?.sriovState(), s.numVFs > 0, s.vfEnable { groups.append(.sriov) }
         var notes: [String] = []
         for group in groups {
             do throws(AdminError) {

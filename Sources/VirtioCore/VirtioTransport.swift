@@ -15,19 +15,18 @@ public struct QueueAddresses: Sendable, Equatable {
 /// How to ring one queue's doorbell; the transport computes it at queue set-up.
 @frozen
 public struct NotifyTarget: @unchecked Sendable {
-    /// The doorbell in a mapped BAR, or nil when the transport writes through calls.
+    /// A doorbell the driver can store to directly (a mapped BAR), or nil when the transport rings it itself.
     public let pointer: UnsafeMutableRawPointer?
-    /// BAR and offset of the doorbell (used when `pointer` is nil).
-    public let bar: Int
-    public let offset: Int
+    /// Transport-private: where the transport rings it when `pointer` is nil (PCI: BAR << 32 | offset;
+    /// a vhost-user frontend: the queue's kick eventfd).
+    public let location: UInt64
     /// The 16-bit value written: the queue index, or queue_notif_config_data with feature 39.
     public let value16: UInt16
     /// VIRTIO_F_NOTIFICATION_DATA (38): a 32-bit write carrying the next available position.
     public let withData: Bool
-    public init(pointer: UnsafeMutableRawPointer?, bar: Int, offset: Int, value16: UInt16, withData: Bool) {
+    public init(pointer: UnsafeMutableRawPointer?, location: UInt64, value16: UInt16, withData: Bool) {
         self.pointer = pointer
-        self.bar = bar
-        self.offset = offset
+        self.location = location
         self.value16 = value16
         self.withData = withData
     }
@@ -44,8 +43,10 @@ public struct QueueSetup: Sendable {
     }
 }
 
-/// One way of reaching a virtio device's registers: PCI over VFIO, vfio-user, or the software device.
-/// Methods that touch registers throw; `notify` is the hot path and does not.
+/// One way of reaching a virtio device: the PCI transport (over kernel VFIO, vfio-user or the
+/// software device) or, next, a vhost-user frontend. Nothing here is PCI's: "vectors" are the
+/// transport's interrupt channels (MSI-X vectors, vhost-user call eventfds), each an eventfd.
+/// Methods that touch the device throw; `notify` is the hot path and does not.
 public protocol VirtioTransport: AnyObject, SendableMetatype {
     /// How a person names the device: `soft:blk`, `0000:00:04.0`.
     var name: String { get }
@@ -89,10 +90,14 @@ public protocol VirtioTransport: AnyObject, SendableMetatype {
     /// Programs config_msix_vector and reads it back; nil when the device refused it.
     func setConfigVector(_ vector: UInt16) throws(VirtioError) -> UInt16?
 
-    /// VIRTIO_F_ADMIN_VQ: the admin queues' indices, from admin_queue_index and admin_queue_num.
-    /// Call only when bit 41 is negotiated; a transport whose common window is too short for
-    /// those fields never offers 41, so they are never touched then (`transport-pci.tex`).
+    /// VIRTIO_F_ADMIN_VQ: the admin queues' indices (PCI: admin_queue_index and admin_queue_num).
+    /// Call only when bit 41 is negotiated; a transport that cannot say never offers 41
+    /// (`transport-pci.tex`: a common window too short for those fields).
     func adminQueueRange() throws(VirtioError) -> Range<Int>
+}
+
+/// A transport whose device can own SR-IOV members (a PCI physical function): the admin SR-IOV group needs it.
+public protocol SRIOVOwner {
     /// The SR-IOV state of an owner function (NumVFs, VF Enable); nil without an SR-IOV capability.
     func sriovState() throws(VirtioError) -> SRIOVState?
 }

@@ -11,7 +11,7 @@ import Glibc
 /// The modern virtio PCI transport over a `PCIFunction` (`transport-pci.tex`).
 /// Registers are reached through mapped BAR pointers with volatile accesses of exactly the
 /// field's width, or through the function's read/write calls when a BAR is not mapped.
-public final class PCITransport<F: PCIFunction>: VirtioTransport {
+public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
     public let function: F
     public let layout: VirtioPCILayout
     public let logger: Logger
@@ -196,8 +196,10 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
         if features.contains(VirtioFeature.notifConfigData) {
             value16 = try common16(CommonConfigField.queueNotifConfigData.offset)
         }
-        let target = NotifyTarget(pointer: notifyRegion.pointer.map { $0 + offset }, bar: layout.notify.bar,
-                                  offset: layout.notify.offset + offset, value16: value16, withData: withData)
+        // Unmapped doorbells are rung through the function: BAR in the high half, offset in the low.
+        let target = NotifyTarget(pointer: notifyRegion.pointer.map { $0 + offset },
+                                  location: UInt64(layout.notify.bar) << 32 | UInt64(layout.notify.offset + offset),
+                                  value16: value16, withData: withData)
         return QueueSetup(notify: target, vector: granted)
     }
 
@@ -293,7 +295,8 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport {
     @usableFromInline
     func notifySlow(_ target: NotifyTarget, value: UInt32) {
         do {
-            try function.barWrite(target.bar, offset: target.offset, width: target.withData ? 4 : 2, value: UInt64(value))
+            try function.barWrite(Int(target.location >> 32), offset: Int(target.location & 0xFFFF_FFFF), width: target.withData ? 4 : 2,
+                                  value: UInt64(value))
         } catch {
             notifyError.withLock { if $0 == nil { $0 = error } }
         }

@@ -40,11 +40,11 @@ final class MappedFunction: PCIFunction, @unchecked Sendable {
         #expect(f.memory.load(fromByteOffset: 0x14, as: UInt8.self) == 3)
         #expect(f.memory.load(fromByteOffset: 0x15, as: UInt8.self) == 0)
         // Doorbells: 16-bit index without notification data, 32-bit value with it (queue 0 at notify + 0).
-        let narrow = NotifyTarget(pointer: f.memory + 0x3000, bar: 4, offset: 0x3000, value16: 0, withData: false)
+        let narrow = NotifyTarget(pointer: f.memory + 0x3000, location: 4 << 32 | 0x3000, value16: 0, withData: false)
         f.memory.storeBytes(of: UInt32(0xFFFF_FFFF), toByteOffset: 0x3000, as: UInt32.self)
         t.notify(narrow, value: 0x0005_0000)
         #expect(f.memory.load(fromByteOffset: 0x3000, as: UInt32.self) == 0xFFFF_0000)
-        let wide = NotifyTarget(pointer: f.memory + 0x3000, bar: 4, offset: 0x3000, value16: 0, withData: true)
+        let wide = NotifyTarget(pointer: f.memory + 0x3000, location: 4 << 32 | 0x3000, value16: 0, withData: true)
         t.notify(wide, value: 0x8005_0000)
         #expect(f.memory.load(fromByteOffset: 0x3000, as: UInt32.self) == 0x8005_0000)
         #expect(t.notifyFailure == nil)

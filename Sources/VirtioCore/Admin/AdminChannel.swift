@@ -164,7 +164,7 @@ public final class AdminChannel<T: VirtioTransport> {
             guard c.memberID == 0 else { throw .invalidMember("the self group has one member, id 0 (got \(c.memberID))") }
         case .sriov:
             let state: SRIOVState?
-            do { state = try device.transport.sriovState() } catch { throw .setup(error) }
+            do { state = try (device.transport as? any SRIOVOwner)?.sriovState() } catch { throw .setup(error) }
             guard let state else {
                 throw .invalidMember("\(device.transport.name) has no SR-IOV capability: the sriov group does not exist")
             }
