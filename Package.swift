@@ -35,9 +35,11 @@ let package = Package(
         .target(name: "VirtioPCI",
                 dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log")]),
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
-        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", "CLibPCI"]),
+        .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", "CLibPCI",
+                                            .product(name: "SystemPackage", package: "swift-system")]),
         // vfio-user (QEMU docs/interop/vfio-user.rst): client (a PCIFunction) and server, fds over a UNIX socket.
-        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim"]),
+        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim",
+                                                .product(name: "SystemPackage", package: "swift-system")]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.

@@ -1,4 +1,5 @@
 import CShim
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,8 +7,12 @@ import Glibc
 /// A VFIO container holding one IOMMU group: the group is opened, checked for viability,
 /// attached, and the IOMMU type set (type1v2, or no-IOMMU when the user allowed it).
 public final class VFIOContainer: @unchecked Sendable {
-    public let fd: Int32
-    public let groupFD: Int32
+    /// The container and the group, owned here and closed once at teardown.
+    public let container: FileDescriptor
+    public let groupDescriptor: FileDescriptor
+    /// Raw numbers for ioctl(2).
+    public var fd: Int32 { container.rawValue }
+    public var groupFD: Int32 { groupDescriptor.rawValue }
     public let group: String
     public let noIOMMU: Bool
     /// Usable IOVA ranges reported by VFIO_IOMMU_GET_INFO (type1 only).
@@ -72,15 +77,15 @@ public final class VFIOContainer: @unchecked Sendable {
         guard ioctl(container, CSHIM_VFIO_SET_IOMMU, type) == 0 else {
             throw fail(.system("VFIO_SET_IOMMU(\(type))", errno: errno))
         }
-        fd = container
-        groupFD = g
+        self.container = FileDescriptor(rawValue: container)
+        groupDescriptor = FileDescriptor(rawValue: g)
         iovaRanges = noIOMMU ? [] : Self.iovaRanges(container)
     }
 
     deinit {
         _ = ioctl(groupFD, CSHIM_VFIO_GROUP_UNSET_CONTAINER)
-        close(groupFD)
-        close(fd)
+        try? groupDescriptor.close()
+        try? container.close()
     }
 
     static func openError(_ path: String, _ e: Int32) -> VFIOError {

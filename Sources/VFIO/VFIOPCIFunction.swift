@@ -1,4 +1,5 @@
 import CShim
+import SystemPackage
 import Synchronization
 import VirtioPCI
 import VirtioRing
@@ -13,7 +14,10 @@ import Glibc
 public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
     public let address: String
     public let container: VFIOContainer
-    public let deviceFD: Int32
+    /// The VFIO device, owned here and closed once at teardown.
+    public let device: FileDescriptor
+    /// Its raw number for ioctl(2) and pread/pwrite.
+    public var deviceFD: Int32 { device.rawValue }
     public let memory: VFIODMAMemory
     /// Whether VFIO_DEVICE_RESET is available.
     public let canReset: Bool
@@ -37,7 +41,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
         self.container = container
         let fd = address.withCString { ioctl(container.groupFD, CSHIM_VFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: $0)) }
         guard fd >= 0 else { throw .system("VFIO_GROUP_GET_DEVICE_FD \(address)", errno: errno) }
-        deviceFD = fd
+        device = FileDescriptor(rawValue: fd)
         var info = vfio_device_info()
         info.argsz = UInt32(MemoryLayout<vfio_device_info>.size)
         guard ioctl(fd, CSHIM_VFIO_DEVICE_GET_INFO, &info) == 0 else {
@@ -85,7 +89,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
         // it could not (as DPDK does on release), so the next owner starts clean.
         if canReset { _ = ioctl(deviceFD, CSHIM_VFIO_DEVICE_RESET) }
         for r in regions.values { if let m = r.mapped { munmap(m, r.size) } }
-        close(deviceFD)
+        try? device.close()
     }
 
     /// VFIO_DEVICE_GET_REGION_INFO with its capability chain: mmap allowed, and the sparse areas

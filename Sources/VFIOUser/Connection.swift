@@ -1,4 +1,5 @@
 import CShim
+import SystemPackage
 import VirtioCore
 #if canImport(Glibc)
 import Glibc
@@ -42,19 +43,22 @@ func unixAddress(_ path: String) throws(VFIOUserError) -> sockaddr_un {
 
 /// One end of a vfio-user UNIX stream socket: framed messages with file descriptors.
 public final class VFIOUserConnection: @unchecked Sendable {
-    public let fd: Int32
+    /// The socket; this connection owns it and closes it once.
+    public let descriptor: FileDescriptor
     public let peer: String
     private var closed = false
+    /// The raw socket number, for the C helpers and poll(2).
+    @inlinable public var fd: Int32 { descriptor.rawValue }
 
     public init(fd: Int32, peer: String) {
-        self.fd = fd
+        descriptor = FileDescriptor(rawValue: fd)
         self.peer = peer
     }
 
     deinit { close() }
 
     public func close() {
-        if !closed { Glibc.close(fd); closed = true }
+        if !closed { try? descriptor.close(); closed = true }
     }
 
     /// Connects to a server's socket. A server whose listen backlog stays full (it serves one
