@@ -139,16 +139,8 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         guard added > 0 else { return false }
         // Full barrier between marking descriptors used and reading the Driver Event Suppression.
         fullBarrier()
-        let snapshot = driverEvent.loadRelaxed32(at: 0)
-        let flags = UInt16(truncatingIfNeeded: snapshot >> 16) & 0x3
-        guard features.eventIndex, flags == PackedEventFlags.desc else {
-            return flags != PackedEventFlags.disable
-        }
-        if added >= queueSize { return true }
-        let offWrap = UInt16(truncatingIfNeeded: snapshot)
-        var event = offWrap & 0x7fff
-        if (offWrap & 0x8000 != 0) != usedWrap { event &-= size16 }
-        return vringNeedEvent(event: event, new: nextUsed, old: nextUsed &- UInt16(truncatingIfNeeded: added))
+        return packedWantsEvent(driverEvent.loadRelaxed32(at: 0), eventIndex: features.eventIndex, added: added,
+                                queueSize: queueSize, new: nextUsed, wrap: usedWrap)
     }
 
     public mutating func disableAvailNotifications() {

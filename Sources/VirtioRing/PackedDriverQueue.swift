@@ -175,16 +175,8 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         // Packed "Notifying The Device": full barrier between making descriptors
         // available and reading the Device Event Suppression structure.
         fullBarrier()
-        let snapshot = deviceEvent.loadRelaxed32(at: 0)
-        let flags = UInt16(truncatingIfNeeded: snapshot >> 16) & 0x3
-        guard features.eventIndex, flags == PackedEventFlags.desc else {
-            return flags != PackedEventFlags.disable
-        }
-        if added >= queueSize { return true }
-        let offWrap = UInt16(truncatingIfNeeded: snapshot)
-        var event = offWrap & 0x7fff
-        if (offWrap & 0x8000 != 0) != availWrap { event &-= size16 }
-        return vringNeedEvent(event: event, new: nextAvail, old: nextAvail &- UInt16(truncatingIfNeeded: added))
+        return packedWantsEvent(deviceEvent.loadRelaxed32(at: 0), eventIndex: features.eventIndex, added: added,
+                                queueSize: queueSize, new: nextAvail, wrap: availWrap)
     }
 
     /// Packed: next_off is the offset of the next descriptor to make available, next_wrap the Driver Ring Wrap Counter.

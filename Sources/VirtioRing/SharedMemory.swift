@@ -115,3 +115,20 @@ public enum RingBarriers {
 public func vringNeedEvent(event: UInt16, new: UInt16, old: UInt16) -> Bool {
     (new &- event &- 1) < (new &- old)
 }
+
+/// Packed rings, both directions: whether the other side asked to hear of `added` new entries
+/// ending at `new` (in the lap `wrap`), from a snapshot of its event suppression structure
+/// (`packed-ring.tex` "Event Suppression Structure Format": flags in bits 16-17, desc_event_off
+/// and its wrap bit in the low half; DESC mode counts only with EVENT_IDX).
+@inlinable @inline(__always)
+func packedWantsEvent(_ snapshot: UInt32, eventIndex: Bool, added: Int, queueSize: Int, new: UInt16, wrap: Bool) -> Bool {
+    let flags = UInt16(truncatingIfNeeded: snapshot >> 16) & 0x3
+    guard eventIndex, flags == PackedEventFlags.desc else { return flags != PackedEventFlags.disable }
+    if added >= queueSize { return true }
+    let offWrap = UInt16(truncatingIfNeeded: snapshot)
+    var event = offWrap & 0x7fff
+    // An event offset from the other lap lies one ring length back.
+    if (offWrap & 0x8000 != 0) != wrap { event &-= UInt16(truncatingIfNeeded: queueSize) }
+    return vringNeedEvent(event: event, new: new, old: new &- UInt16(truncatingIfNeeded: added))
+}
+

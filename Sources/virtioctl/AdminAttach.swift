@@ -27,14 +27,7 @@ struct AdminOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
     var verbose = false
 
-    @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
-    var noiommu = false
-
-    @Option(help: "DMA memory to map for a PCI device, e.g. 64M.")
-    var dma: String = "64M"
-
-    @OptionGroup var peer: PeerTimeoutOption
-    var peerTimeout: Int? { peer.milliseconds }
+    @OptionGroup var transport: TransportOptions
 
     func validate() throws {
         guard (1...600_000).contains(timeout) else { throw ValidationError("--timeout must be 1...600000 ms") }
@@ -79,10 +72,7 @@ extension AdminVerb {
 func withAdminChannel<V: AdminVerb>(device: String, verb: V) throws {
     try verb.prepare()
     let o = verb.common
-    var options = OpenOptions(logger: o.logger)
-    options.noIOMMU = o.noiommu
-    try options.setDMA(o.dma)
-    options.peerTimeoutMilliseconds = o.peerTimeout
+    let options = try o.transport.openOptions(logger: o.logger)
     try DeviceOpening.open(try DeviceSpec(parsing: device), options: options, AdminRun(verb: verb))
 }
 

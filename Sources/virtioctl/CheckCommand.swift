@@ -37,14 +37,7 @@ extension VirtioCtl {
         @Flag(help: "Write test patterns to a real disk (the first 128 KiB, put back at the end).")
         var write = false
 
-        @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
-        var noiommu = false
-
-        @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.")
-        var dma: String = "64M"
-
-        @OptionGroup var peer: PeerTimeoutOption
-        var peerTimeout: Int? { peer.milliseconds }
+        @OptionGroup var transport: TransportOptions
 
         @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
         var verbose = false
@@ -63,11 +56,8 @@ extension VirtioCtl {
                 let spec = try DeviceSpec(parsing: device)
                 // A software disk is scratch; a real one is written only when asked.
                 options.writes = !readOnly && (write || spec.isSoftware)
-                var open = OpenOptions(logger: logger)
-                open.noIOMMU = noiommu
-                try open.setDMA(dma)
-                open.peerTimeoutMilliseconds = peerTimeout
-                report = try DeviceOpening.open(spec, options: open, Run(options: options, logger: logger))
+                report = try DeviceOpening.open(spec, options: try transport.openOptions(logger: logger),
+                                                Run(options: options, logger: logger))
             } catch {
                 note("virtioctl: check \(device): \(error)")
                 throw ExitCode(2)

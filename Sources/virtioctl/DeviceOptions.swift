@@ -37,17 +37,10 @@ struct DeviceOptions: ParsableArguments {
     @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
     var verbose = false
 
-    @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
-    var noiommu = false
-
-    @Option(help: "DMA memory to map for a PCI device, e.g. 64M.")
-    var dma: String = "64M"
-
     @Option(help: "Completion mode: poll (busy-poll the used ring) or msix (sleep on MSI-X eventfds).")
     var interrupts: InterruptMode = .poll
 
-    @OptionGroup var peer: PeerTimeoutOption
-    var peerTimeout: Int? { peer.milliseconds }
+    @OptionGroup var transport: TransportOptions
 
     func validate() throws {
         if let queues, !(1...64).contains(queues) { throw ValidationError("--queues must be in 1...64") }
@@ -60,22 +53,39 @@ struct DeviceOptions: ParsableArguments {
 
     /// The common options as device opening takes them.
     func openOptions() throws -> OpenOptions {
-        var o = OpenOptions(logger: logger)
-        o.noIOMMU = noiommu
-        try o.setDMA(dma)
-        o.peerTimeoutMilliseconds = peerTimeout
+        var o = try transport.openOptions(logger: logger)
         o.featureOff = featureOff
         o.require = require
         o.queues = queues
         o.queueSize = queueSize
         o.interrupts = interrupts == .msix
-        o.warn = { note("virtioctl: warning: \($0)") }
         return o
     }
 
     /// Attaches the block driver to DEVICE and hands it to `user`. The device is reset when done.
     func withBlockDevice<U: BlockDeviceUser>(_ user: U, draftStatsQueue: Bool = false) throws -> U.Result {
         try DeviceOpening.withBlockDevice(try spec(), options: try openOptions(), draftStatsQueue: draftStatsQueue, user)
+    }
+}
+
+/// How to reach a device whatever the verb: `--noiommu`, `--dma`, `--peer-timeout` (one definition for every verb).
+struct TransportOptions: ParsableArguments {
+    @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
+    var noiommu = false
+
+    @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.")
+    var dma: String = "64M"
+
+    @OptionGroup var peer: PeerTimeoutOption
+
+    /// Device opening's options from these flags (more set by the verb).
+    func openOptions(logger: Logger) throws -> OpenOptions {
+        var o = OpenOptions(logger: logger)
+        o.noIOMMU = noiommu
+        try o.setDMA(dma)
+        o.peerTimeoutMilliseconds = peer.milliseconds
+        o.warn = { note("virtioctl: warning: \($0)") }
+        return o
     }
 }
 
