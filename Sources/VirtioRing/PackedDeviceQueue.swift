@@ -143,17 +143,10 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
                                 queueSize: queueSize, new: nextUsed, wrap: usedWrap)
     }
 
-    public mutating func disableAvailNotifications() {
-        deviceEvent.storeRelaxed16(PackedEventFlags.disable, at: 2)
-    }
+    public mutating func disableAvailNotifications() { packedDisableEvents(deviceEvent) }
 
     public mutating func enableAvailNotifications() -> Bool {
-        if features.eventIndex {
-            deviceEvent.storeRelaxed16(nextAvail | (availWrap ? 0x8000 : 0), at: 0)
-            deviceEvent.storeRelease16(PackedEventFlags.desc, at: 2)
-        } else {
-            deviceEvent.storeRelease16(PackedEventFlags.enable, at: 2)
-        }
+        packedEnableEvents(deviceEvent, eventIndex: features.eventIndex, position: nextAvail, wrap: availWrap)
         fullBarrier()
         return Self.isAvailable(desc.loadAcquire16(at: Int(nextAvail) &* 16 &+ 14), wrap: availWrap)
     }

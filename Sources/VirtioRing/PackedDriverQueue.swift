@@ -185,18 +185,10 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         UInt32(nextAvail & 0x7fff | (availWrap ? 0x8000 : 0)) << 16 | UInt32(queueIndex)
     }
 
-    public mutating func disableUsedNotifications() {
-        driverEvent.storeRelaxed16(PackedEventFlags.disable, at: 2)
-    }
+    public mutating func disableUsedNotifications() { packedDisableEvents(driverEvent) }
 
     public mutating func enableUsedNotifications() -> Bool {
-        if features.eventIndex {
-            driverEvent.storeRelaxed16(nextUsed | (usedWrap ? 0x8000 : 0), at: 0)
-            // off_wrap must be visible before the flags that make the device read it.
-            driverEvent.storeRelease16(PackedEventFlags.desc, at: 2)
-        } else {
-            driverEvent.storeRelease16(PackedEventFlags.enable, at: 2)
-        }
+        packedEnableEvents(driverEvent, eventIndex: features.eventIndex, position: nextUsed, wrap: usedWrap)
         // Full barrier, then re-check: a buffer used before the device saw the flags raised no notification.
         fullBarrier()
         return batchPending || isUsed(at: nextUsed, wrap: usedWrap)

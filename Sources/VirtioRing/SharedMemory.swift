@@ -132,3 +132,37 @@ func packedWantsEvent(_ snapshot: UInt32, eventIndex: Bool, added: Int, queueSiz
     return vringNeedEvent(event: event, new: new, old: new &- UInt16(truncatingIfNeeded: added))
 }
 
+/// Packed rings, both directions: asks the other side to stop sending notifications
+/// (its event suppression flags = DISABLE).
+@inlinable @inline(__always)
+func packedDisableEvents(_ area: UnsafeMutableRawPointer) {
+    area.storeRelaxed16(PackedEventFlags.disable, at: 2)
+}
+
+/// Packed rings, both directions: asks for notifications again, at `position`/`wrap` with
+/// EVENT_IDX (DESC mode) or for every entry (ENABLE). The caller then runs a full barrier and
+/// re-checks the ring: an entry that arrived before the other side saw the flags raised nothing.
+@inlinable @inline(__always)
+func packedEnableEvents(_ area: UnsafeMutableRawPointer, eventIndex: Bool, position: UInt16, wrap: Bool) {
+    if eventIndex {
+        area.storeRelaxed16(position | (wrap ? 0x8000 : 0), at: 0)
+        // off_wrap must be visible before the flags that make the other side read it.
+        area.storeRelease16(PackedEventFlags.desc, at: 2)
+    } else {
+        area.storeRelease16(PackedEventFlags.enable, at: 2)
+    }
+}
+
+/// Split rings, both directions: suppresses (or re-requests) the other side's notifications in
+/// the area we own, through its flags word or, with EVENT_IDX (flags then stay 0), the event index:
+/// parked half the index space away to suppress, at `index` to re-request.
+@inlinable @inline(__always)
+func splitSetEvents(_ area: UnsafeMutableRawPointer, eventOffset: Int, eventIndex: Bool, suppress: Bool, index: UInt16,
+                    flag: UInt16) {
+    if eventIndex {
+        area.storeRelaxed16(suppress ? index &+ 0x8000 : index, at: eventOffset)
+    } else {
+        area.storeRelaxed16(suppress ? flag : 0, at: 0)
+    }
+}
+

@@ -129,19 +129,13 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
     }
 
     public mutating func disableAvailNotifications() {
-        if features.eventIndex {
-            used.storeRelaxed16(lastAvailIdx &+ 0x8000, at: availEventOffset)
-        } else {
-            used.storeRelaxed16(SplitRingFlags.noNotify, at: 0)
-        }
+        splitSetEvents(used, eventOffset: availEventOffset, eventIndex: features.eventIndex, suppress: true,
+                       index: lastAvailIdx, flag: SplitRingFlags.noNotify)
     }
 
     public mutating func enableAvailNotifications() -> Bool {
-        if features.eventIndex {
-            used.storeRelaxed16(lastAvailIdx, at: availEventOffset)
-        } else {
-            used.storeRelaxed16(0, at: 0)
-        }
+        splitSetEvents(used, eventOffset: availEventOffset, eventIndex: features.eventIndex, suppress: false,
+                       index: lastAvailIdx, flag: SplitRingFlags.noNotify)
         fullBarrier()
         return avail.loadAcquire16(at: 2) != lastAvailIdx
     }

@@ -167,20 +167,14 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     }
 
     public mutating func disableUsedNotifications() {
-        if features.eventIndex {
-            // With EVENT_IDX avail.flags MUST stay 0: park used_event half the index space away.
-            avail.storeRelaxed16(lastUsedIdx &+ 0x8000, at: usedEventOffset)
-        } else {
-            avail.storeRelaxed16(SplitRingFlags.noInterrupt, at: 0)
-        }
+        // With EVENT_IDX avail.flags MUST stay 0: used_event is parked half the index space away.
+        splitSetEvents(avail, eventOffset: usedEventOffset, eventIndex: features.eventIndex, suppress: true,
+                       index: lastUsedIdx, flag: SplitRingFlags.noInterrupt)
     }
 
     public mutating func enableUsedNotifications() -> Bool {
-        if features.eventIndex {
-            avail.storeRelaxed16(lastUsedIdx, at: usedEventOffset)
-        } else {
-            avail.storeRelaxed16(0, at: 0)
-        }
+        splitSetEvents(avail, eventOffset: usedEventOffset, eventIndex: features.eventIndex, suppress: false,
+                       index: lastUsedIdx, flag: SplitRingFlags.noInterrupt)
         // Full barrier, then re-check used idx: a buffer used before the device saw the
         // re-enable raises no notification ("Receiving Used Buffers", corrected per digest A22).
         fullBarrier()
