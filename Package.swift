@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "VirtioCheck", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "VirtioDrivers", "VirtioLoad"]),
         // In-process software virtio PCI functions (blk personality) for tests and demos.
         .target(name: "VirtioSoftDevice",
-                dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VFIOUser", "CShim",
+                dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "CShim",
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Device opening: every device spelling and the common options, turned into an opened transport and driver.
         .target(name: "VirtioAttach",

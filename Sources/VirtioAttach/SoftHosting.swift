@@ -1,4 +1,5 @@
 import VFIOUser
+import VirtioPCI
 import VirtioSoftDevice
 
 /// How `softdev serve` hosts a software function behind a socket.
@@ -12,6 +13,9 @@ public struct HostingOptions {
     public var warn: (String) -> Void = { _ in }
     public init() {}
 }
+
+/// The software function behind `softdev serve`: its hosting API is what the vfio-user server asks for.
+extension SoftPCIFunction: VFIOUserHostedDevice {}
 
 extension SoftFunction {
     /// How the function names itself (`soft:blk`).

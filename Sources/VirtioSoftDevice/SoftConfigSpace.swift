@@ -15,6 +15,10 @@ enum SoftBAR {
     static let msixSize = 0x1000
     static let msixPBA = 0x800
     static let pciCfgCap = 0x84
+    /// The MSI-X capability, and the byte of Message Control holding MSI-X Enable.
+    static let msixCap = 0x98
+    static let msixEnableByte = msixCap + MSIXCapField.control + 1
+    static let msixEnableMask = UInt8(MSIXCapField.enableBit >> 8)
     static let pciCfgData = pciCfgCap + VirtioPCICapField.pciCfgData
 
     /// The virtio structures' windows in BAR 4.
@@ -64,13 +68,13 @@ func buildConfigSpace(deviceType: VirtioDeviceType, queues: Int, deviceConfigLen
     vendorCap(type: VirtioPCIWire.capNotify, offset: SoftBAR.notify, length: max(queues, 1) * SoftBAR.notifyMultiplier,
               extra: UInt32(multiplier), next: 0x84); at = 0x84
     // PCI_CFG access capability: bar/offset/length/data are the driver's to write.
-    vendorCap(type: VirtioPCIWire.capPCICfg, offset: 0, length: 0, extra: 0, next: 0x98)
+    vendorCap(type: VirtioPCIWire.capPCICfg, offset: 0, length: 0, extra: 0, next: SoftBAR.msixCap)
     // MSI-X: table in BAR 1 at 0, PBA at 0x800.
-    c[0x98] = PCIConfig.capabilityMSIX
-    c[0x99] = faults.capabilityLoop ? 0x40 : 0
-    put(UInt16(msixVectors - 1), 0x98 + MSIXCapField.control)
-    put(UInt32(SoftBAR.msix), 0x98 + MSIXCapField.table)
-    put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), 0x98 + MSIXCapField.pendingBits)
+    c[SoftBAR.msixCap] = PCIConfig.capabilityMSIX
+    c[SoftBAR.msixCap + 1] = faults.capabilityLoop ? 0x40 : 0
+    put(UInt16(msixVectors - 1), SoftBAR.msixCap + MSIXCapField.control)
+    put(UInt32(SoftBAR.msix), SoftBAR.msixCap + MSIXCapField.table)
+    put(UInt32(SoftBAR.msixPBA | SoftBAR.msix), SoftBAR.msixCap + MSIXCapField.pendingBits)
     if let sriov {
         // PCIe SR-IOV extended capability (ID 0x0010, version 1, last in the list).
         let at = PCIConfig.extendedStart

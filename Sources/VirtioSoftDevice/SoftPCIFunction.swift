@@ -175,7 +175,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
                     r.config[at] = byte & 0x07  // I/O, memory, bus master
                 case PCIConfig.command + 1:
                     r.config[at] = byte & 0x04  // INTx disable
-                case 0x9B:
+                case SoftBAR.msixEnableByte:
                     r.config[at] = (r.config[at] & 0x3F) | (byte & 0xC0)  // MSI-X enable, function mask
                 case SoftBAR.pciCfgCap + VirtioPCICapField.bar,
                      SoftBAR.pciCfgCap + VirtioPCICapField.offset..<SoftBAR.pciCfgCap + VirtioPCICapField.pciCfgData:
@@ -302,7 +302,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         disableInterrupts()
         let fds = try makeInterruptEventFDs(vectors)
         interruptFDs.withLock { $0 = fds }
-        registers.withLock { $0.config[0x9B] |= 0x80 }
+        registers.withLock { $0.config[SoftBAR.msixEnableByte] |= SoftBAR.msixEnableMask }
         return fds
     }
 
@@ -311,7 +311,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             for f in fds { close(f) }
             fds = []
         }
-        registers.withLock { $0.config[0x9B] &= ~0x80 }
+        registers.withLock { $0.config[SoftBAR.msixEnableByte] &= ~SoftBAR.msixEnableMask }
     }
 
     func interruptFD(vector: UInt16) -> Int32? {

@@ -93,8 +93,9 @@ public enum VirtioPCICapField {
 /// Field offsets of the MSI-X capability (PCI Local Bus spec 6.8.2), relative to its start.
 public enum MSIXCapField {
     public static let control = 2, table = 4, pendingBits = 8
-    /// Message Control: table size minus one in bits 0-10.
+    /// Message Control: table size minus one in bits 0-10; MSI-X Enable is bit 15 (bit 7 of its high byte).
     public static let tableSizeMask: UInt32 = 0x7FF
+    public static let enableBit: UInt32 = 1 << 15
 }
 
 /// Field offsets of the SR-IOV extended capability (PCIe base spec 9.3.3), relative to its start.

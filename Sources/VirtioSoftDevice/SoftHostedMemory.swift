@@ -1,5 +1,4 @@
 import Synchronization
-import VFIOUser
 import VirtioCore
 import VirtioPCI
 import VirtioRing
@@ -7,9 +6,10 @@ import VirtioRing
 import Glibc
 #endif
 
-/// The software function served over vfio-user (`virtioctl softdev serve`): it reaches the
-/// client's DMA memory through the server's mapping of it, and signals the client's eventfds.
-extension SoftPCIFunction: VFIOUserHostedDevice {
+/// What a protocol server needs to host the software function in another process's memory
+/// (vfio-user today, vhost-user next): it reaches the client's DMA memory through the server's
+/// mapping of it, and signals the client's eventfds. The servers adopt it; this module knows none of them.
+extension SoftPCIFunction {
     public var configSpaceSize: Int { configSize }
 
     public func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String? {
@@ -30,7 +30,7 @@ extension SoftPCIFunction: VFIOUserHostedDevice {
         guard !fds.isEmpty else { return }
         // Our own duplicates: the server closes the originals when the client replaces or drops them.
         interruptFDs.withLock { $0 = fds.map { dup($0) } }
-        registers.withLock { $0.config[0x9B] |= 0x80 }
+        registers.withLock { $0.config[SoftBAR.msixEnableByte] |= SoftBAR.msixEnableMask }
     }
 
     public func resetDevice() { writeStatus(0) }
