@@ -1,3 +1,4 @@
+import Synchronization
 import VirtioCore
 import VirtioDrivers
 import VirtioSoftDevice
@@ -11,6 +12,7 @@ public protocol BlockDeviceUser {
 extension DeviceOpening {
     /// Opens `spec`, attaches the block driver with the common options, and hands it to `user`.
     /// The device is reset when `user` returns; a software device's conformance findings go to `options.warn`.
+    @inlinable
     public static func withBlockDevice<U: BlockDeviceUser>(_ spec: DeviceSpec, options: OpenOptions,
                                                            draftStatsQueue: Bool = false, _ user: U) throws -> U.Result {
         let attach = try options.blockAttachOptions(for: spec, draftStatsQueue: draftStatsQueue)
@@ -33,11 +35,20 @@ extension OpenOptions {
 }
 
 /// The transport-level step of `withBlockDevice`: the block driver on whatever was opened.
+@usableFromInline
 struct BlockAttach<U: BlockDeviceUser>: TransportUser {
-    let user: U
-    let attach: BlockAttachOptions
-    let options: OpenOptions
+    @usableFromInline let user: U
+    @usableFromInline let attach: BlockAttachOptions
+    @usableFromInline let options: OpenOptions
 
+    @inlinable
+    init(user: U, attach: BlockAttachOptions, options: OpenOptions) {
+        self.user = user
+        self.attach = attach
+        self.options = options
+    }
+
+    @inlinable
     func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> U.Result {
         if case .balloon = soft {
             throw AttachError.wrongDeviceClass(device: transport.name, is: "virtio-balloon",

@@ -82,6 +82,9 @@ public protocol TransportUser {
 public enum DeviceOpening {
     /// Opens `spec`, hands the transport to `user`, and returns what it returns. The transport is
     /// released when `user` returns (its device reset by whoever initialised it).
+    /// Inlinable so each verb's call specialises `user` for the concrete transport (the verb's hot path
+    /// then calls the ring and the doorbell directly, with no witness table between them).
+    @inlinable
     public static func open<U: TransportUser>(_ spec: DeviceSpec, options: OpenOptions, _ user: U) throws -> U.Result {
         switch spec {
         case let .softBlock(o):
@@ -109,6 +112,7 @@ public enum DeviceOpening {
 
     /// `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).
     /// Replies are awaited for the spelling's `timeout=`, else `--peer-timeout`, else 5 s.
+    @usableFromInline
     static func openVFIOUser(_ spec: VFIOUserSpec, options: OpenOptions) throws -> PCITransport<VFIOUserFunction> {
         let timeout = spec.timeoutMilliseconds ?? options.peerTimeoutMilliseconds ?? VFIOUserFunction.defaultTimeoutMilliseconds
         let f = try VFIOUserFunction(path: spec.path, dmaBytes: options.dmaBytes, timeoutMilliseconds: timeout)

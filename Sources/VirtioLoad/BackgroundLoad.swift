@@ -33,11 +33,11 @@ public struct LoadSpec: Sendable, Equatable {
 
 /// Keeps `depth` requests in flight on queue 0 (random or sequential offsets), for `attach --load`.
 public final class LoadGenerator<T: VirtioTransport> {
-    let blk: BlockDevice<T>
-    let spec: LoadSpec
-    let buffers: DMARegion
-    var free: [Int]
-    var offsets: BlockOffsets
+    @usableFromInline let blk: BlockDevice<T>
+    @usableFromInline let spec: LoadSpec
+    @usableFromInline let buffers: DMARegion
+    @usableFromInline var free: [Int]
+    @usableFromInline var offsets: BlockOffsets
 
     public init(_ blk: BlockDevice<T>, _ spec: LoadSpec) throws {
         self.blk = blk
@@ -50,6 +50,7 @@ public final class LoadGenerator<T: VirtioTransport> {
     }
 
     /// Submits what fits, kicks, reaps; true when anything moved.
+    @inlinable
     public func step() throws -> Bool {
         var moved = false
         try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
@@ -73,6 +74,7 @@ public final class LoadGenerator<T: VirtioTransport> {
     }
 
     /// Waits for what is in flight (bounded) so the device is reset with nothing outstanding.
+    @inlinable
     public func drain() throws {
         let end = monotonicNanoseconds() + 2_000_000_000
         while free.count < spec.depth, monotonicNanoseconds() < end {

@@ -1,7 +1,9 @@
 import Foundation
+import Synchronization
 import VirtioCore
 import VirtioDrivers
 import VirtioRing
+import VirtioWire
 
 /// The benchmark's result.
 public struct BenchReport: Codable, Sendable {
@@ -24,12 +26,13 @@ public struct BenchReport: Codable, Sendable {
 }
 
 /// Holds what a worker thread needs; the benchmark hands each thread one queue.
+@usableFromInline
 final class WorkerBox<T: VirtioTransport>: @unchecked Sendable {
-    let queue: UnsafeMutablePointer<BlockQueue<T>>
-    let buffers: DMARegion
-    var histogram = LatencyHistogram()
-    var result = WorkerResult()
-    init(queue: UnsafeMutablePointer<BlockQueue<T>>, buffers: DMARegion) {
+    @usableFromInline let queue: UnsafeMutablePointer<BlockQueue<T>>
+    @usableFromInline let buffers: DMARegion
+    @usableFromInline var histogram = LatencyHistogram()
+    @usableFromInline var result = WorkerResult()
+    @usableFromInline init(queue: UnsafeMutablePointer<BlockQueue<T>>, buffers: DMARegion) {
         self.queue = queue
         self.buffers = buffers
     }
@@ -52,6 +55,8 @@ public struct BlockBenchmark: Sendable {
         self.duration = duration
     }
 
+    /// Inlinable so the workers are specialised for the caller's transport (see `benchWorker`).
+    @inlinable
     public func run<T: VirtioTransport>(_ blk: BlockDevice<T>) throws -> BenchReport {
         let bs = blockSize
         guard bs % Int(blk.config.blockSize) == 0 else {

@@ -25,6 +25,7 @@ public struct OwnerOptions {
 /// The owner loops: answer the device's statistics queue, keep the driver's counters in a
 /// statistics region, optionally run a background block load, until told to stop.
 public enum DeviceOwner {
+    @inlinable
     public static func own<T: VirtioTransport>(balloon: BalloonDevice<T>, _ o: OwnerOptions) throws {
         let name = balloon.device.transport.name
         let stats = DriverStatistics(id: "virtio-balloon \(name)", queues: 0, block: false, balloon: true)
@@ -42,6 +43,8 @@ public enum DeviceOwner {
         o.note("\(balloon.stats?.requests ?? 0) statistics request(s) answered; device reset")
     }
 
+    /// Inlinable: the background load runs specialised for the caller's transport.
+    @inlinable
     public static func own<T: VirtioTransport>(block blk: BlockDevice<T>, load: LoadSpec?, _ o: OwnerOptions) throws {
         blk.setAccounting(true)
         let name = blk.device.transport.name
@@ -70,6 +73,7 @@ public enum DeviceOwner {
         o.note("\(io.readIOs) reads, \(io.writeIOs) writes, \(io.errors) errors; \(blk.stats?.requests ?? 0) statistics request(s) answered; device reset")
     }
 
+    @usableFromInline
     static func region(_ stats: DriverStatistics, _ o: OwnerOptions) throws -> StatsRegionWriter? {
         guard let path = o.statsFile else { return nil }
         let w = try StatsRegionWriter(path: path, layout: stats.layout)
@@ -79,12 +83,14 @@ public enum DeviceOwner {
 }
 
 /// The owner loop's clock: stop conditions, the soft device's own request clock, region updates.
+@usableFromInline
 struct OwnerClock {
-    let o: OwnerOptions
-    var nextUpdate: UInt64 = 0, nextSoftRequest: UInt64 = 0
-    init(_ o: OwnerOptions) { self.o = o }
+    @usableFromInline let o: OwnerOptions
+    @usableFromInline var nextUpdate: UInt64 = 0, nextSoftRequest: UInt64 = 0
+    @usableFromInline init(_ o: OwnerOptions) { self.o = o }
 
     /// The time of this turn, or nil when the loop should end.
+    @usableFromInline
     mutating func turn() -> UInt64? {
         guard !o.shouldStop() else { return nil }
         let now = monotonicNanoseconds()
@@ -98,6 +104,7 @@ struct OwnerClock {
     }
 
     /// Whether the region should be rewritten now (new statistics arrived, or the period passed).
+    @usableFromInline
     mutating func regionDue(_ now: UInt64, _ changed: Bool) -> Bool {
         guard changed || now >= nextUpdate else { return false }
         nextUpdate = now + UInt64(o.intervalMilliseconds) * 1_000_000
