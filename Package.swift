@@ -33,7 +33,8 @@ let package = Package(
                 dependencies: ["VirtioRing", "VirtioWire", .product(name: "Logging", package: "swift-log")]),
         // The modern virtio PCI transport over the PCIFunction seam.
         .target(name: "VirtioPCI",
-                dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log")]),
+                dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log"),
+                               .product(name: "SystemPackage", package: "swift-system")]),
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
         .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", "CLibPCI",
                                             .product(name: "SystemPackage", package: "swift-system")]),

@@ -31,7 +31,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
     private let regions: [Int: Region]
     private let configRegion: Region
     private let barIsMemory: [Bool]
-    private let irqFDs = Mutex<[Int32]>([])
+    private let irqFDs = Mutex<EventFDSet?>(nil)
 
     /// Opens `address` (bound to vfio-pci) and maps `dmaBytes` of DMA memory.
     public init(address: String, sysfs: SysfsPCI = SysfsPCI(), allowNoIOMMU: Bool = false,
@@ -223,25 +223,26 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
         disableInterrupts()
-        let fds = try makeInterruptEventFDs(vectors)
-        let rc = fds.withUnsafeBufferPointer {
+        let fds = try EventFDSet(count: vectors)
+        let rc = fds.raw.withUnsafeBufferPointer {
             cshim_vfio_set_irq_eventfds(deviceFD, UInt32(VFIO_PCI_MSIX_IRQ_INDEX), 0, UInt32(vectors), $0.baseAddress)
         }
         guard rc == 0 else {
-            for f in fds { close(f) }
+            fds.close()
             throw .io("\(address): VFIO_DEVICE_SET_IRQS (MSI-X, \(vectors) vectors): \(String(cString: strerror(-rc)))")
         }
         irqFDs.withLock { $0 = fds }
-        return fds
+        return fds.raw
     }
 
     public func disableInterrupts() {
-        let fds = irqFDs.withLock { fds -> [Int32] in
-            defer { fds = [] }
+        let fds = irqFDs.withLock { fds -> EventFDSet? in
+            defer { fds = nil }
             return fds
         }
-        guard !fds.isEmpty else { return }
+        guard let fds else { return }
+        // VFIO lets go of the eventfds first; then they are closed.
         _ = cshim_vfio_set_irq_eventfds(deviceFD, UInt32(VFIO_PCI_MSIX_IRQ_INDEX), 0, 0, nil)
-        for f in fds { close(f) }
+        fds.close()
     }
 }

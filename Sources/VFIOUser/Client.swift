@@ -60,7 +60,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
     /// BARs the server offered as mappable, mapped here.
     let mapped: [UnsafeMutableRawPointer?]
     let dead = Atomic<Bool>(false)
-    private var interruptFDs: [Int32] = []
+    private var interruptFDs: EventFDSet?
     public let serverCapabilities: String
     /// How long any command may wait for its reply (and a message for the rest of its bytes).
     public let timeoutMilliseconds: Int
@@ -294,25 +294,25 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
         disableInterrupts()
-        let fds = try makeInterruptEventFDs(vectors)
+        let fds = try EventFDSet(count: vectors)
         do {
             _ = try call(.deviceSetIRQs, VFIOUserPayload.setIRQs(flags: VFIOUserConst.dataEventFD | VFIOUserConst.actionTrigger,
                                                                  index: VFIOUserConst.irqMSIX, start: 0, count: UInt32(vectors)),
-                         fds: fds)
+                         fds: fds.raw)
         } catch {
-            for f in fds { close(f) }
+            fds.close()
             throw error
         }
         interruptFDs = fds
-        return fds
+        return fds.raw
     }
 
     public func disableInterrupts() {
-        guard !interruptFDs.isEmpty else { return }
+        guard let fds = interruptFDs else { return }
         _ = try? call(.deviceSetIRQs, VFIOUserPayload.setIRQs(flags: VFIOUserConst.dataNone | VFIOUserConst.actionTrigger,
                                                               index: VFIOUserConst.irqMSIX, start: 0, count: 0))
-        for f in interruptFDs { close(f) }
-        interruptFDs = []
+        fds.close()
+        interruptFDs = nil
     }
 
     public var backendDetails: [(String, String)] {

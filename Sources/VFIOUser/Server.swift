@@ -34,7 +34,8 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     public let device: D
     let listenFD: Int32
     private var mapping: (pointer: UnsafeMutableRawPointer, length: Int, address: UInt64)?
-    private var irqFDs: [Int32] = []
+    /// The client's interrupt eventfds (received over SCM_RIGHTS; the device holds duplicates).
+    private var irqFDs: EventFDSet?
     public private(set) var clientsServed = 0
     /// The bound on a silent new client, on the rest of a message once it started, and on a reply
     /// the client will not take. Idle time between messages is not bounded: a driver polling its
@@ -292,12 +293,13 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
 
     func setInterruptFDs(_ fds: [Int32]) {
         device.useInterruptEventFDs(fds)
-        for f in irqFDs where !fds.contains(f) { close(f) }
-        irqFDs = fds
+        // The new ones arrived while the old were open, so no number is in both sets.
+        irqFDs?.close()
+        irqFDs = fds.isEmpty ? nil : EventFDSet(adopting: fds)
     }
 
     func dropClientState() {
-        if !irqFDs.isEmpty { setInterruptFDs([]) }
+        if irqFDs != nil { setInterruptFDs([]) }
         if let m = mapping {
             _ = device.dropDMA()
             munmap(m.pointer, m.length)

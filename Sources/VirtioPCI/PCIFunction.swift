@@ -5,21 +5,6 @@ import VirtioWire
 import Glibc
 #endif
 
-/// `count` non-blocking eventfds for MSI-X vectors (all or none: closed again on failure).
-public func makeInterruptEventFDs(_ count: Int) throws(PCIError) -> [Int32] {
-    var fds: [Int32] = []
-    for _ in 0..<count {
-        let fd = cshim_eventfd(0, 1)
-        guard fd >= 0 else {
-            let e = errno
-            for f in fds { close(f) }
-            throw .io("eventfd: \(String(cString: strerror(e)))")
-        }
-        fds.append(fd)
-    }
-    return fds
-}
-
 /// Why a PCI function access failed.
 public enum PCIError: Error, Sendable, Equatable, CustomStringConvertible {
     case outOfRange(what: String, offset: Int, width: Int, limit: Int)

@@ -38,7 +38,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
         do {
             layout = try walkVirtioCapabilities(function)
         } catch {
-            throw .transport(TransportError(function.address, .layout("\(error)")))
+            throw .transport(TransportError(function.address, .layout(TransportCause(error))))
         }
         func region(_ w: BARWindow) -> Region {
             Region(window: w, pointer: function.bar(w.bar)?.pointer(offset: w.offset, length: w.length))
@@ -54,7 +54,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
             let wanted = command | PCIConfig.commandMemorySpace | PCIConfig.commandBusMaster
             if wanted != command { try function.configWrite(offset: PCIConfig.command, width: 2, value: wanted) }
         } catch {
-            throw .transport(TransportError(function.address, .configSpace("\(error)")))
+            throw .transport(TransportError(function.address, .configSpace(TransportCause(error))))
         }
         deviceID = VirtioPCIWire.deviceID(pciDeviceID: pciDevice) ?? 0
         deviceType = VirtioDeviceType(rawValue: deviceID)
@@ -96,7 +96,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
             }
         }
         do { return try function.barRead(r.window.bar, offset: r.window.offset + offset, width: width) } catch {
-            throw .transport(TransportError(name, .registerAccess(write: false, "\(error)")))
+            throw .transport(TransportError(name, .registerAccess(write: false, TransportCause(error))))
         }
     }
 
@@ -115,7 +115,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
             return
         }
         do { try function.barWrite(r.window.bar, offset: r.window.offset + offset, width: width, value: value) } catch {
-            throw .transport(TransportError(name, .registerAccess(write: true, "\(error)")))
+            throw .transport(TransportError(name, .registerAccess(write: true, TransportCause(error))))
         }
     }
 
@@ -240,7 +240,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
     public var interruptVectors: Int { layout.msixVectors ?? 0 }
 
     public func enableInterrupts(count: Int) throws(VirtioError) -> [Int32] {
-        do { return try function.enableMSIX(vectors: count) } catch { throw .transport(TransportError(name, .interrupts("\(error)"))) }
+        do { return try function.enableMSIX(vectors: count) } catch { throw .transport(TransportError(name, .interrupts(TransportCause(error)))) }
     }
 
     public func disableInterrupts() { function.disableInterrupts() }
@@ -276,7 +276,7 @@ public final class PCITransport<F: PCIFunction>: VirtioTransport, SRIOVOwner {
             return SRIOVState(totalVFs: Int(total), numVFs: Int(num), vfEnable: control & SRIOVCapField.controlVFEnable != 0,
                               vfMigrationCapable: caps & SRIOVCapField.capabilityVFMigration != 0)
         } catch {
-            throw .transport(TransportError(name, .sriovCapability("\(error)")))
+            throw .transport(TransportError(name, .sriovCapability(TransportCause(error))))
         }
     }
 

@@ -29,7 +29,7 @@ extension SoftPCIFunction {
         disableInterrupts()
         guard !fds.isEmpty else { return }
         // Our own duplicates: the server closes the originals when the client replaces or drops them.
-        interruptFDs.withLock { $0 = fds.map { dup($0) } }
+        interruptFDs.withLock { $0 = EventFDSet(adopting: fds.map { dup($0) }) }
         registers.withLock { $0.config[SoftBAR.msixEnableByte] |= SoftBAR.msixEnableMask }
     }
 

@@ -67,7 +67,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     let stopped = Atomic<Bool>(false)
     let negotiatedBits = Atomic<UInt64>(0)
     let isr = Atomic<UInt8>(0)
-    let interruptFDs = Mutex<[Int32]>([])
+    /// The eventfds of the MSI-X vectors the driver enabled (ours, or duplicates of a client's).
+    let interruptFDs = Mutex<EventFDSet?>(nil)
     /// Why the device set DEVICE_NEEDS_RESET.
     public let failure = Mutex<String?>(nil)
 
@@ -300,22 +301,22 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             throw .unsupported("\(address): \(vectors) MSI-X vectors asked, the table has \(msixVectors)")
         }
         disableInterrupts()
-        let fds = try makeInterruptEventFDs(vectors)
+        let fds = try EventFDSet(count: vectors)
         interruptFDs.withLock { $0 = fds }
         registers.withLock { $0.config[SoftBAR.msixEnableByte] |= SoftBAR.msixEnableMask }
-        return fds
+        return fds.raw
     }
 
     public func disableInterrupts() {
         interruptFDs.withLock { fds in
-            for f in fds { close(f) }
-            fds = []
+            fds?.close()
+            fds = nil
         }
         registers.withLock { $0.config[SoftBAR.msixEnableByte] &= ~SoftBAR.msixEnableMask }
     }
 
     func interruptFD(vector: UInt16) -> Int32? {
-        interruptFDs.withLock { fds in Int(vector) < fds.count ? fds[Int(vector)] : nil }
+        interruptFDs.withLock { $0?[Int(vector)] }
     }
 }
 

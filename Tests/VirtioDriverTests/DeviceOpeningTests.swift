@@ -4,6 +4,7 @@ import Testing
 import VirtioAttach
 import VirtioCore
 import VirtioDrivers
+import VirtioPCI
 import VirtioSoftDevice
 
 /// Reads the serial and capacity of whatever block device was opened.
@@ -127,8 +128,10 @@ private struct Touch: TransportUser {
     }
 
     @Test func transportErrorsNameTheDeviceOnce() {
-        let peer = TransportError("vfio-user:/tmp/blk.sock", .registerAccess(write: false, "vfio-user /tmp/blk.sock: no reply to REGION_READ within 5000 ms"))
+        let peer = TransportError("vfio-user:/tmp/blk.sock", .registerAccess(write: false, TransportCause(PCIError.io("vfio-user /tmp/blk.sock: no reply to REGION_READ within 5000 ms"))))
         #expect(peer.description.components(separatedBy: "/tmp/blk.sock").count == 2, "\(peer)")
+        // The layer underneath keeps its own error value up to the printing point.
+        if case let .registerAccess(_, cause) = peer.problem { #expect(cause.error is PCIError) } else { Issue.record("\(peer)") }
         let local = TransportError("0000:00:04.0", .accessWidth(8))
         #expect(local.description == "0000:00:04.0: register access width 8 (1, 2 or 4 only)")
         #expect(VirtioError.transport(local).description == local.description)

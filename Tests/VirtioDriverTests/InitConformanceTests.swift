@@ -175,7 +175,7 @@ import VirtioSoftDevice
     @Test func capabilityChecks() throws {
         var short = SoftFaults()
         short.commonLength = 0x30
-        #expect(throws: VirtioError.transport(TransportError("soft:blk", .layout("\(CapabilityError.commonTooShort(0x30))")))) {
+        #expect(throws: VirtioError.transport(TransportError("soft:blk", .layout(TransportCause(CapabilityError.commonTooShort(0x30)))))) {
             _ = try PCITransport(function: try softBlock(faults: short))
         }
         var outside = SoftFaults()
