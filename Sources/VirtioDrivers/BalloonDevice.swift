@@ -60,6 +60,9 @@ public final class BalloonDevice<T: VirtioTransport> {
 
     /// The balloon size the device asks for (`num_pages`, 4 KiB pages) and what the driver reports (`actual`).
     public func pages() throws(VirtioError) -> (wanted: UInt32, actual: UInt32) {
-        try device.readConfig { c throws(VirtioError) in (try c.u32(0), try c.u32(4)) }
+        let c = try device.readConfig { (c: ConfigReader) throws(VirtioError) -> BalloonConfig in
+            try BalloonConfig.decode { (offset, width) throws(VirtioError) -> UInt64 in try c.read(offset: offset, width: width) }
+        }
+        return (c.numPages, c.actual)
     }
 }

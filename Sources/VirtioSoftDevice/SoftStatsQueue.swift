@@ -129,13 +129,8 @@ public final class SoftBalloon: SoftPersonality, @unchecked Sendable {
     public var statisticsQueue: Int? { options.statsQueue ? 2 : nil }
     public var statisticsSink: SoftStatsSink? { options.statsQueue ? stats : nil }
 
-    /// `struct virtio_balloon_config`: le32 num_pages; le32 actual.
-    public func configBytes() -> [UInt8] {
-        var w = LEWriter()
-        w.u32(options.pages)
-        w.u32(0)
-        return w.out
-    }
+    /// `struct virtio_balloon_config`: the pages asked for; the balloon starts empty.
+    public func configBytes() -> [UInt8] { BalloonConfig(numPages: options.pages, actual: 0).encoded() }
 
     public func handle(queue: Int, chain: AvailableChain, elements: UnsafeMutableBufferPointer<ChainElement>,
                        memory: DMAArena, negotiated: FeatureSet) -> RequestOutcome {

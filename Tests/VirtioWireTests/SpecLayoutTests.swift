@@ -209,6 +209,18 @@ func specOffsets(_ fields: [(type: String, name: String)]) -> [String: (offset: 
         #expect(AdminGroup.sriov.rawValue == 1)
     }
 
+    @Test func balloonConfigMatchesTheSpecStruct() {
+        // struct virtio_balloon_config { le32 num_pages; le32 actual; le32 free_page_hint_cmd_id; le32 poison_val; }
+        let s = specOffsets([("le32", "num_pages"), ("le32", "actual"), ("le32", "free_page_hint_cmd_id"), ("le32", "poison_val")])
+        #expect(BalloonConfigField.numPages == s["num_pages"]!.offset && BalloonConfigField.actual == s["actual"]!.offset)
+        #expect(BalloonConfigField.freePageHintCommandID == s["free_page_hint_cmd_id"]!.offset)
+        #expect(BalloonConfigField.poisonValue == s["poison_val"]!.offset)
+        let bytes = BalloonConfig(numPages: 0x0102_0304, actual: 5).encoded()
+        #expect(bytes == [4, 3, 2, 1, 5, 0, 0, 0] && bytes.count == BalloonConfigField.length)
+        let back = BalloonConfig.decode { (o, w) -> UInt64 in (0..<w).reduce(UInt64(0)) { $0 | UInt64(bytes[o + $1]) << (8 * $1) } }
+        #expect(back == BalloonConfig(numPages: 0x0102_0304, actual: 5))
+    }
+
     @Test func statisticsEntryIsTenPackedBytes() {
         // struct virtio_balloon_stat { le16 tag; le64 val; } __attribute__((packed)).
         let b = StatEntry.encode([StatEntry(tag: 0x0102, value: 0x0A0B_0C0D_0E0F_1011)])
