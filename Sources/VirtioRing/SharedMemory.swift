@@ -166,3 +166,13 @@ func splitSetEvents(_ area: UnsafeMutableRawPointer, eventOffset: Int, eventInde
     }
 }
 
+/// Split rings, both directions: whether the other side asked to hear that our index moved from
+/// `old` to `new`, from the area it owns: its event index with EVENT_IDX, else its flags word
+/// (`split-ring.tex` "Used Buffer Notification Suppression" and its driver-side twin).
+@inlinable @inline(__always)
+func splitWantsEvent(_ area: UnsafeMutableRawPointer, eventOffset: Int, eventIndex: Bool, flag: UInt16,
+                     new: UInt16, old: UInt16) -> Bool {
+    if eventIndex { return vringNeedEvent(event: area.loadRelaxed16(at: eventOffset), new: new, old: old) }
+    return area.loadRelaxed16(at: 0) & flag == 0
+}
+

@@ -122,10 +122,8 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         guard old != new else { return false }
         // Full barrier between the used idx store and reading avail.flags / used_event.
         fullBarrier()
-        if features.eventIndex {
-            return vringNeedEvent(event: avail.loadRelaxed16(at: usedEventOffset), new: new, old: old)
-        }
-        return avail.loadRelaxed16(at: 0) & SplitRingFlags.noInterrupt == 0
+        return splitWantsEvent(avail, eventOffset: usedEventOffset, eventIndex: features.eventIndex,
+                               flag: SplitRingFlags.noInterrupt, new: new, old: old)
     }
 
     public mutating func disableAvailNotifications() {

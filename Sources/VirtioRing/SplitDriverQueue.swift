@@ -153,10 +153,8 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
         // Split "Notifying The Device": full barrier between the idx store and reading
         // used.flags / avail_event, or a device that just went to sleep is missed.
         fullBarrier()
-        if features.eventIndex {
-            return vringNeedEvent(event: used.loadRelaxed16(at: availEventOffset), new: new, old: old)
-        }
-        return used.loadRelaxed16(at: 0) & SplitRingFlags.noNotify == 0
+        return splitWantsEvent(used, eventOffset: availEventOffset, eventIndex: features.eventIndex,
+                               flag: SplitRingFlags.noNotify, new: new, old: old)
     }
 
     /// Split: next_off/next_wrap are the 15 low bits and bit 15 of avail idx, so the
