@@ -50,7 +50,8 @@ struct BlockAttach<U: BlockDeviceUser>: TransportUser {
 
     @inlinable
     func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> U.Result {
-        if case .balloon = soft {
+        // Any balloon (software, PCI, vfio-user) gets the hint; other classes BlockDevice refuses itself.
+        if transport.deviceType == .balloon {
             throw AttachError.wrongDeviceClass(device: transport.name, is: "virtio-balloon",
                                                verb: "this verb drives block devices (use `virtioctl attach` for a balloon)")
         }
@@ -59,9 +60,7 @@ struct BlockAttach<U: BlockDeviceUser>: TransportUser {
         if let failure = function?.failure.withLock({ $0 }) { throw AttachError.softDeviceFailed(failure) }
         let result = try user.run(device, soft: function)
         // The software device checks the driver against the spec; a rule broken is a driver bug.
-        for v in function?.log.violations ?? [] {
-            options.warn("soft:blk saw a driver conformance violation: \(v)")
-        }
+        for v in soft?.violations ?? [] { options.warn("soft:blk saw a driver conformance violation: \(v)") }
         return result
     }
 }

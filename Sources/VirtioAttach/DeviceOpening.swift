@@ -68,6 +68,22 @@ public enum SoftFunction {
     public var block: SoftPCIFunction<SoftBlock>? {
         if case let .block(f) = self { f } else { nil }
     }
+
+    /// How often the device asks for statistics on its own (`stats_interval`, ms; 0: only when asked).
+    public var statisticsInterval: Int {
+        switch self {
+        case let .block(f): f.personality.options.statsInterval
+        case let .balloon(f): f.personality.options.statsInterval
+        }
+    }
+
+    /// The device asks for statistics now (returns the buffer it holds, if any).
+    public func requestStatistics() {
+        switch self {
+        case let .block(f): f.requestStatistics()
+        case let .balloon(f): f.requestStatistics()
+        }
+    }
 }
 
 /// A verb's work on an opened transport. Generic, so whatever the transport, the verb's hot

@@ -96,6 +96,11 @@ public protocol VirtioTransport: AnyObject, SendableMetatype {
     func adminQueueRange() throws(VirtioError) -> Range<Int>
 }
 
+extension VirtioTransport {
+    /// The device's type as a person reads it: `blk`, `balloon`, or `device 7` for one this project does not know.
+    public var deviceTypeName: String { deviceType.map { "\($0)" } ?? "device \(deviceID)" }
+}
+
 /// A transport whose device can own SR-IOV members (a PCI physical function): the admin SR-IOV group needs it.
 public protocol SRIOVOwner {
     /// The SR-IOV state of an owner function (NumVFs, VF Enable); nil without an SR-IOV capability.

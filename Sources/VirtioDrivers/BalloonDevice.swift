@@ -21,8 +21,7 @@ public final class BalloonDevice<T: VirtioTransport> {
         let d = VirtioDevice(transport: transport, logger: logger)
         device = d
         guard transport.deviceType == .balloon else {
-            throw .wrongDeviceType(device: transport.name, expected: "balloon",
-                                   found: transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)")
+            throw .wrongDeviceType(device: transport.name, expected: "balloon", found: transport.deviceTypeName)
         }
         do throws(VirtioError) {
             try d.initialize(policy: policy, deviceTypeBits: [BalloonFeature.statsVQ])
@@ -61,7 +60,7 @@ public final class BalloonDevice<T: VirtioTransport> {
     /// The balloon size the device asks for (`num_pages`, 4 KiB pages) and what the driver reports (`actual`).
     public func pages() throws(VirtioError) -> (wanted: UInt32, actual: UInt32) {
         let c = try device.readConfig { (c: ConfigReader) throws(VirtioError) -> BalloonConfig in
-            try BalloonConfig.decode { (offset, width) throws(VirtioError) -> UInt64 in try c.read(offset: offset, width: width) }
+            try BalloonConfig.decode(read: c.read(offset:width:))
         }
         return (c.numPages, c.actual)
     }

@@ -18,9 +18,7 @@ extension BlockConfig {
         let cfg: BlockConfig
         do {
             cfg = try device.readConfig { (c: ConfigReader) throws(VirtioError) -> BlockConfig in
-                try BlockConfig.decode(valid) { (offset, width) throws(VirtioError) -> UInt64 in
-                    try c.read(offset: offset, width: width)
-                }
+                try BlockConfig.decode(valid, read: c.read(offset:width:))
             }
         } catch {
             throw .virtio(error)

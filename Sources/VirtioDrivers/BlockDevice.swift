@@ -51,7 +51,7 @@ public final class BlockDevice<T: VirtioTransport> {
         let device = VirtioDevice(transport: transport, logger: logger)
         self.device = device
         guard transport.deviceType == .block else {
-            throw .wrongDeviceType("\(transport.name) is a virtio \(transport.deviceType.map { "\($0)" } ?? "device \(transport.deviceID)") device, not a block device")
+            throw .wrongDeviceType("\(transport.name) is a virtio \(transport.deviceTypeName) device, not a block device")
         }
         timeoutMilliseconds = options.timeoutMilliseconds
         attachOptions = options

@@ -76,8 +76,8 @@ public final class LoadGenerator<T: VirtioTransport> {
     /// Waits for what is in flight (bounded) so the device is reset with nothing outstanding.
     @inlinable
     public func drain() throws {
-        let end = monotonicNanoseconds() + 2_000_000_000
-        while free.count < spec.depth, monotonicNanoseconds() < end {
+        var deadline = PollDeadline(milliseconds: 2_000, stride: 1)
+        while free.count < spec.depth, !deadline.expired() {
             try blk.withQueue(0) { (q: inout BlockQueue<T>) throws in
                 while let c = try q.poll() { free.append(Int(c.tag)) }
             }

@@ -40,6 +40,14 @@ struct ChainIO<Memory: DeviceMemory> {
         walk(writable: false, offset: offset, length: length) { p, done, n in (dst + done).copyMemory(from: p, byteCount: n) }
     }
 
+    /// Reads a 16-byte structure of the readable part (a request header, a discard segment) and
+    /// decodes it; nil when it is not all there or not in DMA memory.
+    func read16<T>(at offset: Int, _ decode: (UnsafeRawPointer) -> T) -> T? {
+        var raw = (UInt64(0), UInt64(0))
+        guard withUnsafeMutableBytes(of: &raw, { read(at: offset, into: $0.baseAddress!, length: 16) }) else { return nil }
+        return withUnsafeBytes(of: &raw) { decode($0.baseAddress!) }
+    }
+
     func write(at offset: Int, from src: UnsafeRawPointer, length: Int) -> Bool {
         walk(writable: true, offset: offset, length: length) { p, done, n in p.copyMemory(from: src + done, byteCount: n) }
     }

@@ -151,11 +151,9 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
             return .malformed("virtio-blk request header is \(readable) bytes, less than \(BlockRequestHeader.size)")
         }
         guard writable >= 1 else { return .malformed("virtio-blk request has no device-writable status byte") }
-        var raw = (UInt64(0), UInt64(0))
-        guard withUnsafeMutableBytes(of: &raw, { io.read(at: 0, into: $0.baseAddress!, length: BlockRequestHeader.size) }) else {
+        guard let header = io.read16(at: 0, BlockRequestHeader.init(loading:)) else {
             return .malformed("virtio-blk request header is outside DMA memory")
         }
-        let header = withUnsafeBytes(of: &raw) { BlockRequestHeader(loading: $0.baseAddress!) }
         let type = header.type
         let sector = header.sector
         let dataIn = writable - 1
@@ -224,12 +222,10 @@ public final class SoftBlock: SoftPersonality, @unchecked Sendable {
         guard !options.readOnly else { return BlockStatusByte.ioError }
         var ranges: [(UInt64, Int)] = []
         for i in 0..<segments {
-            var raw = (UInt64(0), UInt64(0))
-            let at = BlockRequestHeader.size + i * BlockDiscardSegment.size
-            guard withUnsafeMutableBytes(of: &raw, { io.read(at: at, into: $0.baseAddress!, length: BlockDiscardSegment.size) }) else {
+            guard let seg = io.read16(at: BlockRequestHeader.size + i * BlockDiscardSegment.size,
+                                      BlockDiscardSegment.init(loading:)) else {
                 return BlockStatusByte.ioError
             }
-            let seg = withUnsafeBytes(of: &raw) { BlockDiscardSegment(loading: $0.baseAddress!) }
             let sector = seg.sector, num = seg.sectors, flags = seg.flags
             // Discard takes no flags; write zeroes takes only UNMAP (bit 0).
             if discard ? flags != 0 : flags & ~BlockDiscardSegment.unmap != 0 { return BlockStatusByte.unsupported }

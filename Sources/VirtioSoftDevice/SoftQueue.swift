@@ -57,15 +57,13 @@ final class SoftQueue: @unchecked Sendable {
 
     deinit {
         state.withLock { s in
-            Self.release(&s)
+            s.ring = nil  // the ring before the scratch it pops into
             s.scratch.deallocate()
             s.batchIDs.deallocate()
             s.batchLengths.deallocate()
             s.batchDescriptors.deallocate()
         }
     }
-
-    private static func release(_ s: inout EngineState) { s.ring = nil }
 
     /// Attaches the device side to the rings the driver programmed; nil on success, else why not.
     func start(_ q: QueueStart, memory: DMAArena) -> String? {
@@ -83,7 +81,7 @@ final class SoftQueue: @unchecked Sendable {
         }
     }
 
-    func stop() { state.withLock { s in Self.release(&s); s.kept = nil } }
+    func stop() { state.withLock { s in s.ring = nil; s.kept = nil } }
 
     /// Returns the kept buffer (0 bytes written) and signals the driver; false when none is kept.
     /// `unasked`: fault injection, the device returns a buffer it was never given instead.

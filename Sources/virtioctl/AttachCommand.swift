@@ -48,7 +48,8 @@ extension VirtioCtl {
             signal(SIGINT) { _ in attachStop.store(true, ordering: .releasing) }
             signal(SIGTERM) { _ in attachStop.store(true, ordering: .releasing) }
             unblockStopSignals()
-            try DeviceOpening.open(try device.spec(), options: try device.openOptions(), Run(command: self, load: loadSpec))
+            let spec = try device.spec(), open = try device.openOptions()
+            try DeviceOpening.open(spec, options: open, Run(command: self, spec: spec, open: open, load: loadSpec))
         }
 
         /// The owner loop's options from the flags.
@@ -65,26 +66,24 @@ extension VirtioCtl {
         /// Attach on whatever transport was opened: the balloon loop or the block loop.
         struct Run: TransportUser {
             let command: Attach
+            let spec: DeviceSpec
+            let open: OpenOptions
             let load: LoadSpec?
 
             func run<T: VirtioTransport>(_ t: T, soft: SoftFunction?) throws {
-                let open = try command.device.openOptions()
                 var owner = command.ownerOptions()
+                // A software device also asks for statistics on its own clock.
+                if let soft {
+                    owner.askSoftDevice = { soft.requestStatistics() }
+                    owner.softIntervalMilliseconds = soft.statisticsInterval
+                }
                 if t.deviceType == .balloon {
                     guard load == nil else { throw CLIError("--load needs a block device; \(t.name) is a balloon") }
-                    if case let .balloon(f) = soft {
-                        owner.askSoftDevice = { f.requestStatistics() }
-                        owner.softIntervalMilliseconds = f.personality.options.statsInterval
-                    }
                     let balloon = try BalloonDevice(transport: t, policy: try open.policy(for: .balloon), logger: open.logger)
                     try DeviceOwner.own(balloon: balloon, owner)
                     return
                 }
-                if let f = soft?.block {
-                    owner.askSoftDevice = { f.requestStatistics() }
-                    owner.softIntervalMilliseconds = f.personality.options.statsInterval
-                }
-                let attach = try open.blockAttachOptions(for: try command.device.spec(), draftStatsQueue: command.blkStatsVq)
+                let attach = try open.blockAttachOptions(for: spec, draftStatsQueue: command.blkStatsVq)
                 try DeviceOwner.own(block: try BlockDevice(transport: t, options: attach, logger: open.logger), load: load, owner)
             }
         }
