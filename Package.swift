@@ -31,16 +31,22 @@ let package = Package(
         // Feature bits and policy, status machine, VirtioTransport, initialisation, virtqueue handles.
         .target(name: "VirtioCore",
                 dependencies: ["VirtioRing", "VirtioWire", .product(name: "Logging", package: "swift-log")]),
+        // Host plumbing the transports share: UNIX sockets with descriptors and deadlines, eventfd sets.
+        .target(name: "HostIO", dependencies: ["CShim", "VirtioCore", .product(name: "SystemPackage", package: "swift-system")]),
         // The modern virtio PCI transport over the PCIFunction seam.
         .target(name: "VirtioPCI",
-                dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log"),
+                dependencies: ["HostIO", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", .product(name: "Logging", package: "swift-log"),
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Linux VFIO: container/group, regions, DMA mapping, MSI-X eventfds; discovery and binding.
         .target(name: "VFIO", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim", "CLibPCI",
                                             .product(name: "SystemPackage", package: "swift-system")]),
         // vfio-user (QEMU docs/interop/vfio-user.rst): client (a PCIFunction) and server, fds over a UNIX socket.
-        .target(name: "VFIOUser", dependencies: ["VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim",
+        .target(name: "VFIOUser", dependencies: ["HostIO", "VirtioPCI", "VirtioCore", "VirtioRing", "VirtioWire", "CShim",
                                                 .product(name: "SystemPackage", package: "swift-system")]),
+        // vhost-user (QEMU docs/interop/vhost-user.rst): frontend (a VirtioTransport) and backend (hosts a software device).
+        .target(name: "VhostUser", dependencies: ["HostIO", "VirtioCore", "VirtioRing", "VirtioWire", "CShim",
+                                                 .product(name: "Logging", package: "swift-log"),
+                                                 .product(name: "SystemPackage", package: "swift-system")]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
         // Device drivers over VirtioCore: block.
@@ -53,7 +59,7 @@ let package = Package(
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Device opening: every device spelling and the common options, turned into an opened transport and driver.
         .target(name: "VirtioAttach",
-                dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser", "VirtioWire",
+                dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser", "VhostUser", "VirtioWire",
                                .product(name: "Logging", package: "swift-log")]),
         // Block load generation: the benchmark workers, attach's background load, one offset stream and clock.
         .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount"]),

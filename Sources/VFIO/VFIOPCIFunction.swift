@@ -223,7 +223,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
         disableInterrupts()
-        let fds = try EventFDSet(count: vectors)
+        let fds = try EventFDSet.vectors(vectors)
         let rc = fds.raw.withUnsafeBufferPointer {
             cshim_vfio_set_irq_eventfds(deviceFD, UInt32(VFIO_PCI_MSIX_IRQ_INDEX), 0, UInt32(vectors), $0.baseAddress)
         }

@@ -8,44 +8,6 @@ import VirtioWire
 import Glibc
 #endif
 
-/// DMA memory the client shares with a vfio-user server: one memfd, mapped here and handed to
-/// the server with DMA_MAP (the server maps the same pages). Bump allocation like `DMAArena`.
-public final class SharedDMAMemory: DMAAllocator, @unchecked Sendable {
-    public let fd: Int32
-    public let base: UnsafeMutableRawPointer
-    public let size: Int
-    public let deviceBase: UInt64
-    private let next = Mutex<Int>(0)
-
-    public init(size: Int, deviceBase: UInt64 = 0x1_0000_0000) throws(DMAError) {
-        let page = 4096
-        let rounded = (size + page - 1) / page * page
-        let fd = cshim_memfd_create("virtio-swift-dma")
-        guard fd >= 0 else { throw .mapFailed(errno: errno) }
-        guard ftruncate(fd, off_t(rounded)) == 0, let p = mmap(nil, rounded, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0),
-              p != MAP_FAILED else {
-            let e = errno
-            close(fd)
-            throw .mapFailed(errno: e)
-        }
-        self.fd = fd
-        base = p
-        self.size = rounded
-        self.deviceBase = deviceBase
-    }
-
-    deinit {
-        munmap(base, size)
-        close(fd)
-    }
-
-    public func allocate(length: Int, alignment: Int) throws(DMAError) -> DMARegion {
-        let offset = try bumpAllocate(next, size: size, length: length, alignment: alignment)
-        (base + offset).initializeMemory(as: UInt8.self, repeating: 0, count: length)
-        return DMARegion(pointer: base + offset, deviceAddress: deviceBase + UInt64(offset), length: length)
-    }
-}
-
 /// A PCI function reached over vfio-user (`vfio-user:/path/to.sock`): configuration space and
 /// BARs through REGION_READ/WRITE, DMA memory shared by memfd, MSI-X through eventfds passed
 /// with DEVICE_SET_IRQS. Doorbell writes are posted (no reply). If the server dies, every call
@@ -294,7 +256,7 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
 
     public func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] {
         disableInterrupts()
-        let fds = try EventFDSet(count: vectors)
+        let fds = try EventFDSet.vectors(vectors)
         do {
             _ = try call(.deviceSetIRQs, VFIOUserPayload.setIRQs(flags: VFIOUserConst.dataEventFD | VFIOUserConst.actionTrigger,
                                                                  index: VFIOUserConst.irqMSIX, start: 0, count: UInt32(vectors)),

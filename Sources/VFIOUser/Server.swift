@@ -1,4 +1,5 @@
 import CShim
+import HostIO
 import VirtioCore
 import VirtioPCI
 import VirtioRing
@@ -49,18 +50,8 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     public init(path: String, device: D) throws(VFIOUserError) {
         self.path = path
         self.device = device
-        var addr = try unixAddress(path)
-        unlink(path)
-        let s = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0, listen(s, 4) == 0 else {
-            let e = errno
-            close(s)
-            throw .io("cannot listen on \(path): \(String(cString: strerror(e)))")
-        }
+        let s: Int32
+        do { s = try listenUnix(path: path) } catch { throw VFIOUserError(error) }
         listenFD = s
     }
 

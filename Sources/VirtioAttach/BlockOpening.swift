@@ -75,7 +75,7 @@ extension DeviceSpec {
     public var isSoftware: Bool {
         switch self {
         case .softBlock, .softBalloon: true
-        case .pci, .vfioUser: false
+        case .pci, .vfioUser, .vhostUser: false
         }
     }
 }

@@ -1,6 +1,7 @@
 import Logging
 import VFIO
 import VFIOUser
+import VhostUser
 import VirtioCore
 import VirtioPCI
 import VirtioSoftDevice
@@ -114,6 +115,8 @@ public enum DeviceOpening {
             return try user.run(try PCITransport(function: f, logger: options.logger), soft: nil)
         case let .vfioUser(s):
             return try user.run(try openVFIOUser(s, options: options), soft: nil)
+        case let .vhostUser(s):
+            return try user.run(try openVhostUser(s, options: options), soft: nil)
         }
     }
 
@@ -122,8 +125,19 @@ public enum DeviceOpening {
         switch spec {
         case let .softBlock(o): .block(try SoftPCIFunction.block(o))
         case let .softBalloon(o): .balloon(try SoftPCIFunction.balloon(o))
-        case .pci, .vfioUser: throw AttachError.notSupported("only software devices can be served: soft:blk[,...] or soft:balloon[,...]")
+        case .pci, .vfioUser, .vhostUser: throw AttachError.notSupported("only software devices can be served: soft:blk[,...] or soft:balloon[,...]")
         }
+    }
+
+    /// `vhost-user:PATH`: the frontend, connected and set up to the memory table; the driver does the rest.
+    @usableFromInline
+    static func openVhostUser(_ spec: VhostUserSpec, options: OpenOptions) throws -> VhostUserFrontend {
+        var o = VhostUserFrontendOptions(path: spec.path)
+        o.deviceType = spec.deviceType
+        o.dmaBytes = options.dmaBytes
+        o.timeoutMilliseconds = spec.timeoutMilliseconds ?? options.peerTimeoutMilliseconds ?? o.timeoutMilliseconds
+        if let n = spec.maxQueueSize { o.maxQueueSize = n }
+        return try VhostUserFrontend(o)
     }
 
     /// `vfio-user:PATH` for a PCI transport; doorbell writes are posted (no reply awaited).

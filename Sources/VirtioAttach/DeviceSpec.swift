@@ -1,16 +1,17 @@
 import VirtioSoftDevice
 
-/// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), or `vfio-user:PATH`.
+/// A DEVICE argument: `soft:blk[,key=value...]`, a PCI address (`0000:00:04.0`), `vfio-user:PATH` or `vhost-user:PATH`.
 public enum DeviceSpec: Equatable, Sendable {
     case softBlock(SoftBlockOptions)
     case softBalloon(SoftBalloonOptions)
     case pci(String)
     case vfioUser(VFIOUserSpec)
+    case vhostUser(VhostUserSpec)
 
     /// The software devices `soft:` can name.
     public static let softKinds = ["blk", "balloon"]
 
-    public static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, or vfio-user:PATH[,timeout=MS]"
+    public static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, vfio-user:PATH[,timeout=MS], or vhost-user:PATH[,type=blk][,timeout=MS][,queue_size=N]"
 
     public init(parsing text: String) throws(AttachError) {
         if text.hasPrefix("soft:") {
@@ -29,6 +30,8 @@ public enum DeviceSpec: Equatable, Sendable {
             }
         } else if text.hasPrefix("vfio-user:") {
             self = .vfioUser(try VFIOUserSpec(parsing: String(text.dropFirst("vfio-user:".count))))
+        } else if text.hasPrefix("vhost-user:") {
+            self = .vhostUser(try VhostUserSpec(parsing: String(text.dropFirst("vhost-user:".count))))
         } else if let address = Self.pciAddress(text) {
             self = .pci(address)
         } else {
@@ -65,27 +68,36 @@ public struct VFIOUserSpec: Equatable, Sendable {
     }
 
     public init(parsing text: String) throws(AttachError) {
-        // Keys are the trailing `,name=value` pieces; anything before them is the path, commas included.
-        var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        var keys: [String] = []
-        while parts.count > 1, let last = parts.last, let eq = last.firstIndex(of: "="),
-              !last[..<eq].isEmpty, last[..<eq].allSatisfy({ $0.isLetter || $0 == "_" }) {
-            keys.insert(parts.removeLast(), at: 0)
-        }
-        path = parts.joined(separator: ",")
-        parts = keys
+        let (path, keys) = splitSocketSpelling(text)
+        self.path = path
         guard !path.isEmpty else { throw .transportKey("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
-        for part in parts {
-            let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
-            guard kv.count == 2, kv[0] == "timeout" else {
-                throw .transportKey("vfio-user:\(text): unknown key '\(part)'; vfio-user keys: timeout=MS (how long a reply may take)")
+        for (key, value) in keys {
+            guard key == "timeout" else {
+                throw .transportKey("vfio-user:\(text): unknown key '\(key)'; vfio-user keys: timeout=MS (how long a reply may take)")
             }
-            guard let ms = Int(kv[1]), peerTimeoutRange.contains(ms) else {
-                throw .transportKey("vfio-user:\(text): timeout=\(kv[1]): expected milliseconds in \(peerTimeoutRange)")
-            }
-            timeoutMilliseconds = ms
+            timeoutMilliseconds = try parseTimeout(value, in: "vfio-user:\(text)")
         }
     }
+}
+
+/// A socket spelling's path and its trailing `,name=value` keys (anything before them is the path, commas included).
+func splitSocketSpelling(_ text: String) -> (path: String, keys: [(String, String)]) {
+    var parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+    var keys: [(String, String)] = []
+    while parts.count > 1, let last = parts.last, let eq = last.firstIndex(of: "="),
+          !last[..<eq].isEmpty, last[..<eq].allSatisfy({ $0.isLetter || $0 == "_" }) {
+        parts.removeLast()
+        keys.insert((String(last[..<eq]), String(last[last.index(after: eq)...])), at: 0)
+    }
+    return (parts.joined(separator: ","), keys)
+}
+
+/// `timeout=MS` of a socket spelling.
+func parseTimeout(_ value: String, in spelling: String) throws(AttachError) -> Int {
+    guard let ms = Int(value), peerTimeoutRange.contains(ms) else {
+        throw .transportKey("\(spelling): timeout=\(value): expected milliseconds in \(peerTimeoutRange)")
+    }
+    return ms
 }
 
 /// Bounds a user may set on waiting for a peer (`--peer-timeout`, `timeout=`), in milliseconds.

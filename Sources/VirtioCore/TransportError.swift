@@ -32,6 +32,8 @@ public struct TransportError: Error, Sendable, Equatable, CustomStringConvertibl
         case adminQueueNumZero
         case adminQueuesOverlap(first: Int, count: Int, regular: Int)
         case sriovCapability(TransportCause)
+        /// A socket peer that is the device (a vhost-user backend) failed, refused or broke the protocol.
+        case peer(TransportCause)
     }
 
     public var description: String {
@@ -55,6 +57,7 @@ public struct TransportError: Error, Sendable, Equatable, CustomStringConvertibl
         case let .adminQueuesOverlap(first, count, regular):
             detail = "admin_queue_index \(first) (num \(count)) overlaps the \(regular) regular queues"
         case let .sriovCapability(why): detail = "SR-IOV capability: \(why)"
+        case let .peer(why): detail = "\(why)"
         }
         // A peer's own error usually names its socket already; say the device once.
         let bare = device.split(separator: ":", maxSplits: 1).last.map(String.init) ?? device

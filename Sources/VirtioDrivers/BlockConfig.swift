@@ -32,9 +32,12 @@ extension BlockConfig {
             throw .invalidConfig("blk_size \(blockSize) is not a power of two in 512...65536")
         }
         if let m = segMax, m == 0 { throw .invalidConfig("seg_max is 0") }
-        if let s = sizeMax, s < 512 { throw .invalidConfig("size_max \(s) is below one sector") }
+        var out = self
+        // qemu-storage-daemon offers SIZE_MAX and reports 0: no limit, as Linux reads it too.
+        if sizeMax == 0 { out.sizeMax = nil }
+        if let s = out.sizeMax, s < 512 { throw .invalidConfig("size_max \(s) is below one sector") }
         guard numQueues >= 1 else { throw .invalidConfig("VIRTIO_BLK_F_MQ negotiated but num_queues is 0") }
         guard capacitySectors <= UInt64.max / 512 else { throw .invalidConfig("capacity \(capacitySectors) sectors overflows") }
-        return self
+        return out
     }
 }

@@ -301,7 +301,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             throw .unsupported("\(address): \(vectors) MSI-X vectors asked, the table has \(msixVectors)")
         }
         disableInterrupts()
-        let fds = try EventFDSet(count: vectors)
+        let fds = try EventFDSet.vectors(vectors)
         interruptFDs.withLock { $0 = fds }
         registers.withLock { $0.config[SoftBAR.msixEnableByte] |= SoftBAR.msixEnableMask }
         return fds.raw

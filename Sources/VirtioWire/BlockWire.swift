@@ -91,6 +91,9 @@ public enum BlockConfigField {
     public static let maxWriteZeroesSectors = 48, maxWriteZeroesSegments = 52, writeZeroesMayUnmap = 56
     /// Bytes through write_zeroes_may_unmap and its padding: what this project's device exposes.
     public static let length = 64
+    /// `struct virtio_blk_config` as QEMU 7.2 has it (through write_zeroes_may_unmap and its three
+    /// unused bytes): the most qemu-storage-daemon answers in GET_CONFIG (a larger ask gets an empty reply).
+    public static let vhostUserLength = 60
 }
 
 /// Which `virtio_blk_config` fields are valid: each follows from a negotiated feature.

@@ -11,7 +11,7 @@ public final class EventFDSet: Sendable {
     private let descriptors: Mutex<[FileDescriptor]>
 
     /// `count` new non-blocking eventfds, all or none (closed again on failure).
-    public init(count: Int) throws(PCIError) {
+    public init(count: Int) throws(SocketError) {
         var fds: [FileDescriptor] = []
         for _ in 0..<count {
             let fd = cshim_eventfd(0, 1)
