@@ -15,8 +15,9 @@ public struct VhostUserFrontendOptions: Sendable {
     /// Bytes of shared memory for rings and buffers (one memfd region of the memory table).
     public var dmaBytes = 64 << 20
     public var timeoutMilliseconds = 5_000
-    /// The largest ring the backend is asked for (qemu-storage-daemon takes up to 1024).
-    public var maxQueueSize = 1024
+    /// The largest ring the backend is asked for: vhost-user has no way to ask the backend, so
+    /// 256, QEMU's virtio-blk default (qemu-storage-daemon takes up to 1024, `soft:blk` its queue_size).
+    public var maxQueueSize = 256
     /// Where the region sits in the backend's guest-physical space (descriptor addresses).
     public var guestBase: UInt64 = 0x4000_0000
     public init(path: String) { self.path = path }

@@ -1,4 +1,5 @@
 import VFIOUser
+import VhostUser
 import VirtioPCI
 import VirtioSoftDevice
 
@@ -16,6 +17,8 @@ public struct HostingOptions {
 
 /// The software function behind `softdev serve`: its hosting API is what the vfio-user server asks for.
 extension SoftPCIFunction: VFIOUserHostedDevice {}
+/// ... and what the vhost-user backend asks for.
+extension SoftPCIFunction: VhostUserHostedDevice {}
 
 extension SoftFunction {
     /// How the function names itself (`soft:blk`).
@@ -45,5 +48,37 @@ extension SoftFunction {
         server.warn = options.warn
         server.run { stop(server.clientsServed) }
         return server.clientsServed
+    }
+
+    /// Serves the function over vhost-user on `path` (the backend side), one frontend at a time,
+    /// until `stop` returns true; returns how many frontends were served. After each frontend the
+    /// driver-conformance violations the device saw during it go to `options.warn` (none: a log line).
+    public func serveVhostUser(path: String, options: HostingOptions, stop: @escaping (_ served: Int) -> Bool) throws -> Int {
+        switch self {
+        case let .block(f): return try Self.serveVhost(f, soft: self, path: path, options: options, stop: stop)
+        case .balloon:
+            throw AttachError.notSupported("soft:balloon cannot be served over vhost-user: no vhost-user frontend drives a balloon (QEMU 7.2 has none); serve it over vfio-user")
+        }
+    }
+
+    private static func serveVhost<P>(_ f: SoftPCIFunction<P>, soft: SoftFunction, path: String, options: HostingOptions,
+                                      stop: @escaping (Int) -> Bool) throws -> Int {
+        let poller = options.poll ? f.startPolling() : nil
+        defer { poller?.stop() }
+        let backend = try VhostUserBackend(path: path, device: f)
+        backend.timeoutMilliseconds = options.timeoutMilliseconds
+        backend.devicePolls = options.poll
+        if let log = options.log { backend.log = log }
+        backend.warn = options.warn
+        var reported = 0
+        backend.clientLeft = { n in
+            let all = soft.violations
+            let new = all.dropFirst(reported)
+            reported = all.count
+            if new.isEmpty { (options.log ?? { _ in })("frontend \(n): no driver conformance violations") }
+            for v in new { options.warn("frontend \(n): driver violation: \(v)") }
+        }
+        backend.run { stop(backend.clientsServed) }
+        return backend.clientsServed
     }
 }

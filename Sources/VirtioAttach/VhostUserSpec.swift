@@ -7,10 +7,10 @@ public struct VhostUserSpec: Equatable, Sendable {
     public var deviceType: VirtioDeviceType = .block
     /// From `timeout=`; nil leaves it to `--peer-timeout`.
     public var timeoutMilliseconds: Int?
-    /// From `queue_size=`: the ring size offered to the driver as the maximum (1024 by default).
+    /// From `queue_size=`: the ring size offered to the driver as the maximum (256 by default).
     public var maxQueueSize: Int?
 
-    public static let keys = "type=blk (the device behind the socket), timeout=MS (how long a reply may take), queue_size=N (the largest ring, 1-32768)"
+    public static let keys = "type=blk (the device behind the socket), timeout=MS (how long a reply may take), queue_size=N (the largest ring to ask for, 1-32768; 256 by default)"
 
     public init(path: String) { self.path = path }
 
