@@ -144,7 +144,11 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
 
     private func peer(_ e: VhostUserError) -> VirtioError { .transport(TransportError(name, .peer(TransportCause(e)))) }
 
-    public func readStatus() throws(VirtioError) -> DeviceStatus { status }
+    /// The status kept here; all ones once the backend has gone (as a removed PCI function reads),
+    /// so a driver polling for a completion that will never come notices within its health-check period.
+    public func readStatus() throws(VirtioError) -> DeviceStatus {
+        session.peerGone ? DeviceStatus(rawValue: 0xFF) : status
+    }
 
     public func writeStatus(_ new: DeviceStatus) throws(VirtioError) {
         if new.isEmpty {

@@ -113,6 +113,11 @@ final class FrontendSession: @unchecked Sendable {
         return e
     }
 
+    /// The connection failed, or the backend hung up (checked without waiting).
+    var peerGone: Bool {
+        lock.withLock { _ in broken != nil || channel.peerHasClosed }
+    }
+
     func close() {
         lock.withLock { _ in
             if broken == nil { broken = .disconnected("\(channel.peer): the frontend closed the connection") }
