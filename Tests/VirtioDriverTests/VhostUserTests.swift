@@ -185,4 +185,26 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
         #expect(throws: (any Error).self) { try blk.read(sector: 0, into: r) }
         #expect(Date().timeIntervalSince(start) < 3.0)
     }
+
+    /// The device's hostile modes work behind vhost-user as over vfio-user: the driver names the
+    /// rule, breaks the queue, and stops the rings; the backend serves the next frontend.
+    @Test(arguments: [("packed=on,fault=used_id_range", "out of range"), ("packed=off,fault=len_overflow", "exceeds its"),
+                      ("packed=on,fault=flags_lie", "inconsistent with used wrap counter"), ("packed=off,fault=dup_id", "used idx jumped")])
+    func hostileDeviceModesOverVhostUser(spec: String, words: String) throws {
+        let served = try ServedVhostDevice(try softBlock("size=4M,fault_after=4," + spec))
+        defer { served.shutdown() }
+        var o = BlockAttachOptions()
+        o.timeoutMilliseconds = 300
+        let blk = try BlockDevice(transport: try served.frontend(), options: o)
+        let b = try blk.allocateBuffer(bytes: 4096)
+        var failure: (any Error)?
+        var ok = 0
+        for i in 0..<40 {
+            do { try blk.read(sector: UInt64(i * 8), into: b); ok += 1 } catch { failure = error; break }
+        }
+        let text = failure.map { "\($0)" } ?? "no error"
+        #expect(text.contains(words) && text.contains("queue broken"), "\(spec): \(text)")
+        #expect(ok >= 4, "\(spec): the requests before the fault completed")
+        #expect(!served.device.hostQueueRunning(0), "\(spec): the driver's reset stopped the ring (GET_VRING_BASE)")
+    }
 }
