@@ -93,6 +93,7 @@ let package = Package(
         .executableTarget(name: "fuzz-used-ring", dependencies: ["VirtioRing", "VirtioSoftDevice", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-used-ring"),
         .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-admin-result"),
         .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-stats-region"),
+        .executableTarget(name: "fuzz-vhost-user", dependencies: ["VhostUser", "VirtioCore", "VirtioSoftDevice", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vhost-user"),
         .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vfio-user"),
     ],
     swiftLanguageModes: [.v6]

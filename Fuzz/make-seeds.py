@@ -113,4 +113,27 @@ script += [0x40] + list(u16(0x100) + u16(16) + u16(99))                     # se
 script += reply(u64(8) + u32(0) + u32(8) + u64(0x1122334455667788))         # REGION_READ BAR0
 script += reply(b"") + reply(b"")                                           # SET_IRQS on, off
 seed("fuzz-vfio-user", "client-session", [2, len(ops)] + ops + script)
+
+# --- fuzz-vhost-user: [mode] + bytes. Mode 0 a payload; mode 1 u16 image length, image, messages.
+def vmsg(req, payload=b"", flags=0x9):  # NEED_REPLY on every request
+    return u32(req) + u32(flags) + u32(len(payload)) + payload
+
+seed("fuzz-vhost-user", "payload-addr", [0] + list(u32(0) + u32(0) + u64(0x1000) + u64(0x3000) + u64(0x2000) + u64(0)))
+seed("fuzz-vhost-user", "payload-table", [0] + list(u32(1) + u32(0) + u64(0x40000000) + u64(1 << 20) + u64(0x10000000) + u64(0)))
+seed("fuzz-vhost-user", "payload-config", [0] + list(u32(0) + u32(4) + u32(0) + bytes(4)))
+# Memory (guest-physical 0x40000000 = user 0x10000000): a split ring of 64 at 0, avail at 0x400,
+# used at 0x1000; one read request (header 0x2000, 512 bytes at 0x3000, status 0x4000).
+def desc(addr, length, flags, nxt):
+    return u64(addr) + u32(length) + u16(flags) + u16(nxt)
+G, U = 0x40000000, 0x10000000
+image = bytearray(0x2010)
+image[0:48] = desc(G + 0x2000, 16, 1, 1) + desc(G + 0x3000, 512, 3, 2) + desc(G + 0x4000, 1, 2, 0)
+image[0x400:0x406] = u16(0) + u16(1) + u16(0)
+image[0x2000:0x2010] = u32(0) + u32(0) + u64(0)
+session = (vmsg(1, flags=1) + vmsg(16, u64(0x209), flags=1) + vmsg(3) + vmsg(5, u32(1) + u32(0) + u64(G) + u64(1 << 20) + u64(U) + u64(0))
+           + vmsg(2, u64(1 << 32 | 1 << 30)) + vmsg(8, u32(0) + u32(64)) + vmsg(10, u32(0) + u32(0))
+           + vmsg(9, u32(0) + u32(0) + u64(U) + u64(U + 0x1000) + u64(U + 0x400) + u64(0))
+           + vmsg(12, u64(0)) + vmsg(13, u64(0)) + vmsg(18, u32(0) + u32(1))
+           + vmsg(24, u32(0) + u32(60) + u32(0) + bytes(60), flags=1) + vmsg(11, u32(0) + u32(0), flags=1))
+seed("fuzz-vhost-user", "backend-session", [1] + list(u16(len(image))) + list(image) + list(session))
 print("seeds written under", ROOT)

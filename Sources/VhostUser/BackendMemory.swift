@@ -28,7 +28,8 @@ public final class BackendMemory: @unchecked Sendable {
             guard r.size > 0, r.size % page == 0, r.guestAddress % page == 0, r.mmapOffset % page == 0 else {
                 throw VhostUserDecodeError("region \(i): size 0x\(String(r.size, radix: 16)), guest address 0x\(String(r.guestAddress, radix: 16)) and mmap offset 0x\(String(r.mmapOffset, radix: 16)) must be non-zero multiples of the \(page)-byte page")
             }
-            guard r.guestAddress <= UInt64.max - r.size, r.userAddress <= UInt64.max - r.size, r.mmapOffset <= UInt64(Int64.max) - r.size else {
+            guard r.size <= UInt64(Int64.max), r.guestAddress <= UInt64.max - r.size, r.userAddress <= UInt64.max - r.size,
+                  r.mmapOffset <= UInt64(Int64.max) - r.size else {
                 throw VhostUserDecodeError("region \(i) wraps around the address space")
             }
             for (j, o) in rs.enumerated() where j < i {
