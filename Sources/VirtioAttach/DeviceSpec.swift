@@ -73,7 +73,7 @@ public struct VFIOUserSpec: Equatable, Sendable {
         guard !path.isEmpty else { throw .transportKey("vfio-user: needs a socket path, e.g. vfio-user:/run/blk.sock") }
         for (key, value) in keys {
             guard key == "timeout" else {
-                throw .transportKey("vfio-user:\(text): unknown key '\(key)'; vfio-user keys: timeout=MS (how long a reply may take)")
+                throw .transportKey("vfio-user:\(text): unknown key '\(key)=\(value)'; vfio-user keys: timeout=MS (how long a reply may take)")
             }
             timeoutMilliseconds = try parseTimeout(value, in: "vfio-user:\(text)")
         }

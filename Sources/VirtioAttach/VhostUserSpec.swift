@@ -32,7 +32,7 @@ public struct VhostUserSpec: Equatable, Sendable {
                 }
                 maxQueueSize = n
             default:
-                throw .transportKey("vhost-user:\(text): unknown key '\(key)'; vhost-user keys: \(Self.keys)")
+                throw .transportKey("vhost-user:\(text): unknown key '\(key)=\(value)'; vhost-user keys: \(Self.keys)")
             }
         }
     }

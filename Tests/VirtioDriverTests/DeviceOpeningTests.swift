@@ -40,6 +40,11 @@ private struct Touch: TransportUser {
         #expect(try DeviceSpec(parsing: "vfio-user:/tmp/a,b.sock,timeout=250")
                 == .vfioUser(VFIOUserSpec(path: "/tmp/a,b.sock", timeoutMilliseconds: 250)))
         #expect(try DeviceSpec(parsing: "soft:blk").isSoftware && !(try DeviceSpec(parsing: "00:04.0").isSoftware))
+        var v = VhostUserSpec(path: "/tmp/a,b.sock")
+        v.timeoutMilliseconds = 250
+        v.maxQueueSize = 1024
+        #expect(try DeviceSpec(parsing: "vhost-user:/tmp/a,b.sock,type=blk,timeout=250,queue_size=1024") == .vhostUser(v))
+        #expect(try DeviceSpec(parsing: "vhost-user:/tmp/x.sock") == .vhostUser(VhostUserSpec(path: "/tmp/x.sock")))
     }
 
     @Test(arguments: [
@@ -50,6 +55,11 @@ private struct Touch: TransportUser {
         ("vfio-user:", "needs a socket path"),
         ("vfio-user:/tmp/x,timeout=5", "timeout=5: expected milliseconds"),
         ("vfio-user:/tmp/x,colour=red", "unknown key 'colour=red'"),
+        ("vhost-user:", "needs a socket path"),
+        ("vhost-user:/tmp/x,type=net", "type=net: expected blk"),
+        ("vhost-user:/tmp/x,queue_size=0", "queue_size=0: expected 1 to 32768"),
+        ("vhost-user:/tmp/x,timeout=1", "timeout=1: expected milliseconds"),
+        ("vhost-user:/tmp/x,colour=red", "unknown key 'colour=red'; vhost-user keys: type=blk"),
         ("0000:00:20.0", "cannot read device"),
         ("/dev/vda", "cannot read device '/dev/vda'; expected soft:blk"),
         ("", "cannot read device ''"),
@@ -87,13 +97,13 @@ private struct Touch: TransportUser {
     @Test func unreachableDevicesFailBeforeTheVerbRuns() {
         let reached = Reached()
         let o = OpenOptions(logger: logger)
-        for text in ["vfio-user:/nonexistent/vfio-user.sock", "0000:00:1f.7"] {
+        for text in ["vfio-user:/nonexistent/vfio-user.sock", "0000:00:1f.7", "vhost-user:/nonexistent/vfio-user.sock"] {
             do {
                 _ = try DeviceOpening.open(try DeviceSpec(parsing: text), options: o, Touch(reached: reached))
                 Issue.record("\(text) opened")
             } catch {
                 // The error names what could not be reached.
-                let what = text.hasPrefix("vfio-user:") ? "/nonexistent/vfio-user.sock" : "0000:00:1f.7"
+                let what = text.hasPrefix("0000") ? "0000:00:1f.7" : "/nonexistent/vfio-user.sock"
                 #expect("\(error)".contains(what), "\(error)")
             }
         }
@@ -118,11 +128,14 @@ private struct Touch: TransportUser {
         ["info", "soft:nvme"], ["check", "soft:blk,bogus=1"], ["admin", "vfio-user:", "list-query"],
         ["attach", "0000:00:20.0", "--duration", "1"], ["softdev", "serve", "--socket", "/tmp/never.sock", "0000:00:04.0"],
         ["blk", "read", "soft:blk", "--feature-off", "NOPE"], ["info", "soft:blk", "--dma", "1K"],
+        ["softdev", "serve", "soft:blk"], ["softdev", "serve", "--socket", "/tmp/a.sock", "--vhost-user", "/tmp/b.sock"],
+        ["softdev", "serve", "--vhost-user", "/tmp/never-vhost.sock", "soft:balloon"], ["info", "vhost-user:/tmp/x,type=gpu"],
     ])
     func everyVerbRefusesBadInputWithAMessage(args: [String]) throws {
         let (rc, _, err) = try virtioctl(args)
         #expect(rc != 0, "\(args)")
-        #expect(err.contains("soft:blk") || err.contains("expected") || err.contains("unknown") || err.contains("needs"),
+        #expect(err.contains("soft:blk") || err.contains("expected") || err.contains("unknown") || err.contains("needs")
+                || err.contains("give exactly one") || err.contains("vhost-user"),
                 "\(args): \(err)")
         #expect(!err.contains("Fatal error") && !err.contains("Stack dump"), "\(args): \(err)")
     }

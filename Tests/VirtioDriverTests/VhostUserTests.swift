@@ -189,7 +189,7 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
     /// The device's hostile modes work behind vhost-user as over vfio-user: the driver names the
     /// rule, breaks the queue, and stops the rings; the backend serves the next frontend.
     @Test(arguments: [("packed=on,fault=used_id_range", "out of range"), ("packed=off,fault=len_overflow", "exceeds its"),
-                      ("packed=on,fault=flags_lie", "inconsistent with used wrap counter"), ("packed=off,fault=dup_id", "used idx jumped")])
+                      ("packed=on,fault=flags_lie", "inconsistent with used wrap counter"), ("packed=off,fault=dup_id", "used idx jumped|not a buffer in flight")])
     func hostileDeviceModesOverVhostUser(spec: String, words: String) throws {
         let served = try ServedVhostDevice(try softBlock("size=4M,fault_after=4," + spec))
         defer { served.shutdown() }
@@ -203,7 +203,9 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
             do { try blk.read(sector: UInt64(i * 8), into: b); ok += 1 } catch { failure = error; break }
         }
         let text = failure.map { "\($0)" } ?? "no error"
-        #expect(text.contains(words) && text.contains("queue broken"), "\(spec): \(text)")
+        // A split duplicate reads as idx moving past what is in flight, or (when the driver got the
+        // first copy back already, as the device runs on its own thread here) as an id not in flight.
+        #expect(words.split(separator: "|").contains { text.contains($0) } && text.contains("queue broken"), "\(spec): \(text)")
         #expect(ok >= 4, "\(spec): the requests before the fault completed")
         #expect(!served.device.hostQueueRunning(0), "\(spec): the driver's reset stopped the ring (GET_VRING_BASE)")
     }
