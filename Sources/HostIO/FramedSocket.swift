@@ -51,6 +51,19 @@ public func listenUnix(path: String, backlog: Int32 = 4) throws(SocketError) -> 
     return s
 }
 
+/// Serves a listening socket's connections one at a time: each accepted socket (close-on-exec) goes
+/// to `serve`, which owns it, until `stop()` returns true (checked at least every `pollMilliseconds`).
+public func acceptOneAtATime(_ listenFD: Int32, pollMilliseconds: Int32 = 500, until stop: () -> Bool, serve: (Int32) -> Void) {
+    while !stop() {
+        var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
+        guard poll(&p, 1, pollMilliseconds) == 1 else { continue }
+        let c = accept(listenFD, nil, nil)
+        guard c >= 0 else { continue }
+        _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+        serve(c)
+    }
+}
+
 /// Connects to `path`. A server whose listen backlog stays full (it serves one client at a time,
 /// and may be stuck) makes connect wait: at most `timeoutMilliseconds`, then `.timedOut`.
 /// `what` names the peer in errors ("vfio-user server"), `hint` says what to start when nobody listens.

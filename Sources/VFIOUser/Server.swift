@@ -63,12 +63,7 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
 
     /// Accepts and serves clients until `stop()` returns true between clients (checked each second).
     public func run(until stop: () -> Bool) {
-        while !stop() {
-            var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, 1000) == 1 else { continue }
-            let c = accept(listenFD, nil, nil)
-            guard c >= 0 else { continue }
-            _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+        acceptOneAtATime(listenFD, pollMilliseconds: 1000, until: stop) { c in
             serve(VFIOUserConnection(fd: c, peer: "client \(clientsServed + 1)"), stop: stop)
         }
     }

@@ -40,12 +40,7 @@ public final class VhostUserBackend<D: VhostUserHostedDevice>: @unchecked Sendab
 
     /// Accepts and serves frontends until `stop()` returns true (checked at least every 500 ms).
     public func run(until stop: () -> Bool) {
-        while !stop() {
-            var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
-            guard poll(&p, 1, 500) == 1 else { continue }
-            let c = accept(listenFD, nil, nil)
-            guard c >= 0 else { continue }
-            _ = fcntl(c, F_SETFD, FD_CLOEXEC)
+        acceptOneAtATime(listenFD, until: stop) { c in
             serve(VhostUserChannel(fd: c, peer: "frontend \(clientsServed + 1)"), stop: stop)
         }
     }

@@ -125,7 +125,8 @@ final class BackendSession<D: VhostUserHostedDevice> {
                 return ack(m)
             case .setMemTable:
                 let table = try VhostMemoryTable(decoding: m.payload)
-                guard !rings.contains(where: \.running) else { return refuse(m, "SET_MEM_TABLE while rings run (stop them with GET_VRING_BASE first)") }
+                if let memory, memory.regions == table.regions, fds.count == table.regions.count { return ack(m) }  // the same table again
+                guard !rings.contains(where: \.running) else { return refuse(m, "SET_MEM_TABLE changes the memory while rings run (stop them with GET_VRING_BASE first)") }
                 let mapped = try BackendMemory(table: table, fds: fds)
                 if let why = device.adoptDMA(pointer: mapped.base, length: mapped.span, address: mapped.guestBase) {
                     return refuse(m, "SET_MEM_TABLE: \(why)")
