@@ -50,3 +50,15 @@ public final class EventFDSet: Sendable {
         for f in fds { try? f.close() }
     }
 }
+
+/// Why `fd` cannot serve as a peer's kick or call eventfd (nil: it can). A pipe or a file in its
+/// place would block or spin whoever writes or polls it; a usable one is made non-blocking.
+public func usableEventFD(_ fd: Int32) -> String? {
+    var target = [CChar](repeating: 0, count: 64)
+    let n = readlink("/proc/self/fd/\(fd)", &target, target.count - 1)
+    let what = n > 0 ? String(decoding: target.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "unknown"
+    guard what == "anon_inode:[eventfd]" else { return "the descriptor is not an eventfd (\(what))" }
+    let flags = fcntl(fd, F_GETFL)
+    guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { return "the eventfd cannot be made non-blocking" }
+    return nil
+}

@@ -6,7 +6,8 @@ import Glibc
 /// regions' guest-physical range, each region mapped over it at its offset from the lowest
 /// address (so the device reaches guest-physical `a` at `base + (a - guestBase)` with one bounds
 /// check). Gaps between regions stay private zero pages: a descriptor pointing into one reads
-/// zeros and its writes go nowhere, so a hostile table cannot make the device fault.
+/// zeros and its writes go nowhere, so a hostile table cannot make the device fault (and the gaps
+/// are capped, so such writes cannot take more than 2 GiB).
 public final class BackendMemory: @unchecked Sendable {
     public let regions: [VhostMemoryRegion]
     public let base: UnsafeMutableRawPointer
@@ -15,6 +16,8 @@ public final class BackendMemory: @unchecked Sendable {
     public let guestBase: UInt64
     /// The most guest-physical space one table may span (the reservation is virtual, never touched in the gaps).
     public static let maxSpan: UInt64 = 1 << 36
+    /// The most hole space between regions (QEMU's largest, below 4 GiB for PCI, is 0.5-1.25 GiB).
+    public static let maxGaps: UInt64 = 2 << 30
 
     /// Checks and maps `table` with one descriptor per region (the caller keeps ownership of the fds).
     /// Throws a sentence naming what is wrong with the table.
@@ -53,6 +56,11 @@ public final class BackendMemory: @unchecked Sendable {
         let low = rs.map(\.guestAddress).min()!, high = rs.map { $0.guestAddress + $0.size }.max()!
         guard high - low <= Self.maxSpan else {
             throw VhostUserDecodeError("the regions span 0x\(String(high - low, radix: 16)) bytes of guest-physical space (at most 0x\(String(Self.maxSpan, radix: 16)))")
+        }
+        // Gaps are private memory a hostile descriptor could fill: at most maxGaps of them.
+        let gaps = (high - low) - rs.reduce(0) { $0 + $1.size }
+        guard gaps <= Self.maxGaps else {
+            throw VhostUserDecodeError("the regions leave 0x\(String(gaps, radix: 16)) bytes of holes between them (at most 0x\(String(Self.maxGaps, radix: 16)))")
         }
         let span = Int(high - low)
         guard let reserve = mmap(nil, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),

@@ -14,8 +14,9 @@ public protocol VhostUserHostedDevice: AnyObject {
     var hostedQueueCount: Int { get }
     var hostedMaxQueueSize: Int { get }
     var hostedConfig: [UInt8] { get }
-    /// The frontend mapped its memory: guest-physical `address` is at `pointer`, for `length` bytes. Nil or why not.
-    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String?
+    /// The frontend's memory: guest-physical `address` is at `pointer`, for `length` bytes, mapped for as
+    /// long as `owner` lives (the device keeps it while it may still touch the memory). Nil or why not.
+    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64, owner: AnyObject?) -> String?
     func dropDMA() -> String?
     func hostAccept(features: FeatureSet) -> String?
     func hostStartQueue(_ queue: Int, size: Int, addresses: QueueAddresses, resume: RingPosition?, call: Int32?) -> String?
@@ -74,6 +75,8 @@ final class BackendSession<D: VhostUserHostedDevice> {
         for q in rings.indices { closeRing(q, kick: true, call: true) }
         _ = device.dropDMA()
         memory = nil
+        rings = Array(repeating: BackendRing(), count: rings.count)
+        features = nil
     }
 
     private func closeRing(_ q: Int, kick: Bool, call: Bool) {
@@ -128,7 +131,7 @@ final class BackendSession<D: VhostUserHostedDevice> {
                 if let memory, memory.regions == table.regions, fds.count == table.regions.count { return ack(m) }  // the same table again
                 guard !rings.contains(where: \.running) else { return refuse(m, "SET_MEM_TABLE changes the memory while rings run (stop them with GET_VRING_BASE first)") }
                 let mapped = try BackendMemory(table: table, fds: fds)
-                if let why = device.adoptDMA(pointer: mapped.base, length: mapped.span, address: mapped.guestBase) {
+                if let why = device.adoptDMA(pointer: mapped.base, length: mapped.span, address: mapped.guestBase, owner: mapped) {
                     return refuse(m, "SET_MEM_TABLE: \(why)")
                 }
                 memory = mapped  // the old mapping goes after the device let go of it
@@ -150,6 +153,9 @@ final class BackendSession<D: VhostUserHostedDevice> {
                 let q = try ringIndex(UInt32(f.index), kind)
                 guard f.noFD ? fds.isEmpty : fds.count == 1 else {
                     return refuse(m, "\(kind.specName) for ring \(q) \(f.noFD ? "says NOFD but carries" : "carries") \(fds.count) file descriptor(s)")
+                }
+                if let raw = fds.first, let why = usableEventFD(raw) {
+                    return refuse(m, "\(kind.specName) for ring \(q): \(why)")
                 }
                 let fd = fds.first.map { FileDescriptor(rawValue: $0) }
                 fds = []
@@ -256,17 +262,21 @@ final class BackendSession<D: VhostUserHostedDevice> {
         guard !rings[q].running, rings[q].enabled, rings[q].kickSeen, let size = rings[q].size, let a = rings[q].addresses,
               let memory, let features else { return nil }
         let packed = features.contains(VirtioFeature.ringPacked)
+        let base = rings[q].base
+        // Packed: both 15-bit ring offsets must lie inside the ring (the device reads and writes there).
+        if packed, rings[q].paused == nil, base & 0x7FFF >= UInt32(size) || (base >> 16) & 0x7FFF >= UInt32(size) {
+            return "ring \(q): SET_VRING_BASE 0x\(String(base, radix: 16)) names a position past the \(size)-entry packed ring"
+        }
         let resume: RingPosition
         if let paused = rings[q].paused {
             resume = paused
         } else if packed {
             // Avail in the low half; used in the high half when the frontend sent one (QEMU), else used = avail (DPDK).
-            let b = rings[q].base
-            resume = RingPosition(packed: true, vhostVringBase: b >> 16 == 0 ? b & 0xFFFF | (b & 0xFFFF) << 16 : b)
+            resume = RingPosition(packed: true, vhostVringBase: base >> 16 == 0 ? base & 0xFFFF | (base & 0xFFFF) << 16 : base)
         } else {
             // Split: the used index is the ring's own (vhost-user carries none).
             let usedIdx = memory.pointer(guest: a.device + 2, length: 2).map { $0.loadUnaligned(as: UInt16.self) } ?? 0
-            resume = RingPosition(packed: false, vhostVringBase: rings[q].base, usedIndex: UInt16(littleEndian: usedIdx))
+            resume = RingPosition(packed: false, vhostVringBase: base, usedIndex: UInt16(littleEndian: usedIdx))
         }
         if let why = device.hostStartQueue(q, size: size, addresses: a, resume: resume, call: rings[q].call?.rawValue) {
             return "ring \(q) cannot start: \(why)"

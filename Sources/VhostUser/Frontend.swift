@@ -90,7 +90,8 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
             if protocolNegotiated.contains(VhostUserProtocolFeature.mq) {
                 let n = try session.getU64(.getQueueNum)
                 queueNumReply = n
-                guard n >= 1, n <= 1024 else { throw VhostUserError.protocolError("\(channel.peer): GET_QUEUE_NUM answered \(n) (1 to 1024 expected)") }
+                // Vring messages carry an 8-bit index: 256 rings at most (DPDK answers 128 pairs).
+                guard n >= 1, n <= 256 else { throw VhostUserError.protocolError("\(channel.peer): GET_QUEUE_NUM answered \(n) (1 to 256 expected)") }
                 queueCount = Int(n)
             } else {
                 queueNumReply = nil
@@ -122,7 +123,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
         let size = type == .block ? BlockConfigField.vhostUserLength : 0
         guard size > 0 else { return [] }
         let reply = try s.get(.getConfig, payload: VhostConfigPayload(offset: 0, data: [UInt8](repeating: 0, count: size)).encoded)
-        if reply.count == 12 { throw VhostUserError.refused("\(s.channel.peer): the backend answered GET_CONFIG of \(size) bytes with an empty reply (it failed)") }
+        if reply.isEmpty || reply.count == 12 { throw VhostUserError.refused("\(s.channel.peer): the backend answered GET_CONFIG of \(size) bytes with an empty reply (it failed)") }
         let c = try s.decode { () throws(VhostUserDecodeError) in try VhostConfigPayload(decoding: reply, "GET_CONFIG reply") }
         guard c.offset == 0, c.data.count == size else {
             throw VhostUserError.protocolError("\(s.channel.peer): GET_CONFIG for \(size) bytes at 0 came back as \(c.data.count) bytes at \(c.offset)")

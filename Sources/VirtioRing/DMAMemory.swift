@@ -70,13 +70,17 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
     public let deviceBase: UInt64
     private let next = Mutex<Int>(0)
     private let owned: Bool
+    /// What keeps external memory mapped while this arena exists (nil: its mapper guarantees it).
+    private let owner: AnyObject?
 
-    /// Memory mapped by someone else (a vfio-user client's shared memory): translated, never unmapped here.
-    public init(external pointer: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64) {
+    /// Memory mapped by someone else (a vfio-user client's shared memory): translated, never unmapped
+    /// here. `owner`, when given, is kept alive with the arena (the mapping's owner: it unmaps when freed).
+    public init(external pointer: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64, owner: AnyObject? = nil) {
         base = pointer
         self.size = size
         self.deviceBase = deviceBase
         owned = false
+        self.owner = owner
     }
 
     public init(size: Int, deviceBase: UInt64 = 0x1_0000_0000) throws(DMAError) {
@@ -89,6 +93,7 @@ public final class DMAArena: DMAAllocator, DeviceMemory, @unchecked Sendable {
         self.size = rounded
         self.deviceBase = deviceBase
         owned = true
+        owner = nil
         Self.live.add(1, ordering: .relaxed)
     }
 

@@ -83,6 +83,15 @@ final class SoftQueue: @unchecked Sendable {
 
     func stop() { state.withLock { s in s.ring = nil; s.kept = nil } }
 
+    /// Stops the queue and says where its device side stood, in one hold of the lock (a device
+    /// thread polling the queue cannot serve a request between the two).
+    func stopAndReport() -> RingPosition? {
+        state.withLock { s in
+            defer { s.ring = nil; s.kept = nil }
+            return s.ring?.position
+        }
+    }
+
     /// Returns the kept buffer (0 bytes written) and signals the driver; false when none is kept.
     /// `unasked`: fault injection, the device returns a buffer it was never given instead.
     func returnKept(isr: borrowing Atomic<UInt8>, unasked: Bool = false) -> Bool {

@@ -14,12 +14,15 @@ extension SoftPCIFunction {
     /// Bits a vhost-user frontend may see: the device's, minus what needs PCI registers (per-queue
     /// reset, notification data, admin queues) or a backend-request channel (IOMMU translation).
     public var hostedFeatures: FeatureSet {
-        offered.subtracting([VirtioFeature.ringReset, VirtioFeature.notificationData, VirtioFeature.notifConfigData,
-                             VirtioFeature.adminVQ, VirtioFeature.accessPlatform, VirtioFeature.srIOV])
+        var f = offered.subtracting([VirtioFeature.ringReset, VirtioFeature.notificationData, VirtioFeature.notifConfigData,
+                                     VirtioFeature.adminVQ, VirtioFeature.accessPlatform, VirtioFeature.srIOV])
+        if personality.statisticsQueue != nil, personality.deviceType == .block { f.remove(BlockFeature.draftStatsVQ) }
+        return f
     }
 
-    /// Request queues (admin and draft statistics queues excepted: vhost-user reaches neither).
-    public var hostedQueueCount: Int { personality.queueCount }
+    /// Request queues (admin and draft statistics queues excepted: vhost-user reaches neither; the
+    /// statistics queue comes after the request queues).
+    public var hostedQueueCount: Int { personality.statisticsQueue ?? personality.queueCount }
     public var hostedMaxQueueSize: Int { personality.maxQueueSize }
 
     /// The device-specific configuration as the driver would read it.
@@ -29,7 +32,10 @@ extension SoftPCIFunction {
     /// FEATURES_OK, DRIVER_OK) so the conformance log judges the driver's choice as over PCI.
     /// Returns why the device refuses them, or nil. A repeat with the same bits changes nothing.
     public func hostAccept(features: FeatureSet) -> String? {
-        if status & DeviceStatus.driverOK.rawValue != 0, negotiatedFeatures == features { return nil }
+        // A repeat (QEMU sends SET_FEATURES twice) changes nothing, unless the device failed since:
+        // then the walk below resets it, as a driver's reset would over PCI.
+        if status & DeviceStatus.driverOK.rawValue != 0, negotiatedFeatures == features, live.load(ordering: .acquiring),
+           !needsReset.load(ordering: .acquiring) { return nil }
         guard !anyQueueRunning else { return "features cannot change while rings run" }
         let unoffered = features.subtracting(hostedFeatures)
         guard unoffered.isEmpty else {
@@ -52,7 +58,7 @@ extension SoftPCIFunction {
     /// Starts request queue `queue` on rings at device (guest-physical) addresses, continuing from
     /// `resume`; `call` is the eventfd to signal (nil: none, the frontend polls). Nil or why not.
     public func hostStartQueue(_ queue: Int, size: Int, addresses: QueueAddresses, resume: RingPosition?, call: Int32?) -> String? {
-        guard queue >= 0, queue < personality.queueCount else { return "no queue \(queue)" }
+        guard queue >= 0, queue < hostedQueueCount else { return "no queue \(queue)" }
         guard size >= 1, size <= personality.maxQueueSize else { return "queue size \(size) is outside 1...\(personality.maxQueueSize)" }
         let neg = negotiatedFeatures
         let start = QueueStart(size: size, addresses: addresses, packed: neg.contains(VirtioFeature.ringPacked),
@@ -67,9 +73,8 @@ extension SoftPCIFunction {
 
     /// Stops queue `queue` and says where its device side stood (nil when it was not running).
     public func hostStopQueue(_ queue: Int) -> RingPosition? {
-        guard queue >= 0, queue < personality.queueCount else { return nil }
-        let at = queues[queue].position
-        queues[queue].stop()
+        guard queue >= 0, queue < hostedQueueCount else { return nil }
+        let at = queues[queue].stopAndReport()
         registers.withLock { $0.queues[queue].enabled = false }
         return at
     }
@@ -77,13 +82,13 @@ extension SoftPCIFunction {
     /// Points queue `queue`'s used-buffer notifications at `fd` (nil: none). The caller keeps the
     /// old eventfd open until this returns: the queue signals under its lock, which this takes.
     public func hostSetCall(_ queue: Int, fd: Int32?) {
-        guard queue >= 0, queue < personality.queueCount else { return }
+        guard queue >= 0, queue < hostedQueueCount else { return }
         queues[queue].state.withLock { $0.interruptFD = fd }
     }
 
     /// A kick on queue `queue`: serve what is available.
     public func hostKick(_ queue: Int) {
-        guard queue >= 0, queue < personality.queueCount, live.load(ordering: .acquiring) else { return }
+        guard queue >= 0, queue < hostedQueueCount, live.load(ordering: .acquiring) else { return }
         serve(queue: queue, negotiated: negotiatedFeatures)
     }
 

@@ -90,6 +90,30 @@ func memfd(_ size: Int) -> Int32 {
             #expect(try f.ack(.setVringAddr, outside.encoded) == 1)
             #expect(refusal("a ring area lies outside every memory region"))
         }
+        do {  // a call "eventfd" that is a pipe (a write to it could block the device); a packed base past the ring
+            let f = try RawFrontend(served.path)
+            var pipeFDs: [Int32] = [-1, -1]
+            _ = pipe(&pipeFDs)
+            defer { close(pipeFDs[0]); close(pipeFDs[1]) }
+            #expect(try f.ack(.setVringCall, VringFile(index: 0, noFD: false).encoded, fds: [pipeFDs[1]]) == 1)
+            #expect(refusal("SET_VRING_CALL for ring 0: the descriptor is not an eventfd"))
+            let m = memfd(region), kick = cshim_eventfd(0, 1)
+            defer { close(m); close(kick) }
+            #expect(try f.ack(.setFeatures, VhostUserU64.encode(1 << 32 | 1 << 30 | 1 << 34)) == 0)
+            #expect(try f.ack(.setMemTable, table([(0x4000_0000, uaddr)]), fds: [m]) == 0)
+            #expect(try f.ack(.setVringNum, VringState(index: 0, num: 64).encoded) == 0)
+            #expect(try f.ack(.setVringBase, VringState(index: 0, num: 0x8000 | 200).encoded) == 0)
+            #expect(try f.ack(.setVringAddr, VringAddress(index: 0, descriptors: uaddr, used: uaddr + 0x800, avail: uaddr + 0x400).encoded) == 0)
+            #expect(try f.ack(.setVringKick, VringFile(index: 0, noFD: false).encoded, fds: [kick]) == 0)
+            #expect(try f.ack(.setVringEnable, VringState(index: 0, num: 1).encoded) == 1)
+            #expect(refusal("names a position past the 64-entry packed ring"))
+            #expect(!served.device.hostQueueRunning(0))
+            // RESET_OWNER forgets the rings and features: a fresh set-up is taken again.
+            #expect(try f.ack(.resetOwner) == 0)
+            #expect(try f.ack(.setVringNum, VringState(index: 0, num: 64).encoded) == 1)  // before SET_FEATURES again
+            #expect(try f.features() == 0)
+            #expect(try f.ack(.setMemTable, table([(0x4000_0000, uaddr)]), fds: [m]) == 0)
+        }
         do {  // a descriptor on a message that takes none
             let f = try RawFrontend(served.path)
             let e = cshim_eventfd(0, 1)
@@ -112,7 +136,7 @@ func memfd(_ size: Int) -> Int32 {
             #expect(f.hungUp)
             #expect(Date().timeIntervalSince(start) < 2.0)
         }
-        served.waitForWarnings(9)
+        served.waitForWarnings(14)
         #expect(refusal("stalled after 6 bytes"), "\(served.refusals.withLock { $0 })")
         // And a well-behaved frontend is served normally.
         let blk = try BlockDevice(transport: try served.frontend())
@@ -176,7 +200,7 @@ func closeFDs(_ fds: [Int32]) { for f in fds { close(f) } }
         ("disconnect", .getProtocolFeatures, "closed the connection"),
         ("nack", .setMemTable, "refused SET_MEM_TABLE (ack 1)"),
         // The hang-up is seen at once after the ack, or by the next request: both say so.
-        ("ack then close", .setOwner, "closed the connection"),
+        ("ack then close", .setOwner, "closed the connection|connection reset"),
     ]
 
     /// Each misbehaviour fails the frontend's start-up within its bound, with an error that
@@ -219,7 +243,7 @@ func closeFDs(_ fds: [Int32]) { for f in fds { close(f) } }
             _ = try VhostUserFrontend(o)
             Issue.record("\(name): the frontend accepted a hostile backend")
         } catch {
-            #expect("\(error)".contains(text), "\(name): \(error)")
+            #expect(text.split(separator: "|").contains { "\(error)".contains($0) }, "\(name): \(error)")
             #expect("\(error)".contains("vhost-user:"), "\(name): \(error)")
         }
         #expect(Date().timeIntervalSince(start) < 1.5, "\(name)")

@@ -195,12 +195,13 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
         defer { served.shutdown() }
         var o = BlockAttachOptions()
         o.timeoutMilliseconds = 300
-        let blk = try BlockDevice(transport: try served.frontend(), options: o)
-        let b = try blk.allocateBuffer(bytes: 4096)
+        let t = try served.frontend()
+        var blk: BlockDevice<VhostUserFrontend>? = try BlockDevice(transport: t, options: o)
+        let b = try blk!.allocateBuffer(bytes: 4096)
         var failure: (any Error)?
         var ok = 0
         for i in 0..<40 {
-            do { try blk.read(sector: UInt64(i * 8), into: b); ok += 1 } catch { failure = error; break }
+            do { try blk!.read(sector: UInt64(i * 8), into: b); ok += 1 } catch { failure = error; break }
         }
         let text = failure.map { "\($0)" } ?? "no error"
         // A split duplicate reads as idx moving past what is in flight, or (when the driver got the
@@ -208,5 +209,10 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
         #expect(words.split(separator: "|").contains { text.contains($0) } && text.contains("queue broken"), "\(spec): \(text)")
         #expect(ok >= 4, "\(spec): the requests before the fault completed")
         #expect(!served.device.hostQueueRunning(0), "\(spec): the driver's reset stopped the ring (GET_VRING_BASE)")
+        // A new attach on the same connection: SET_FEATURES again revives the failed device, I/O resumes.
+        blk = nil
+        let again = try BlockDevice(transport: t, options: o)
+        try again.read(sector: 0, into: try again.allocateBuffer(bytes: 4096))
+        #expect(served.device.hostQueueRunning(0), "\(spec): running again after recovery")
     }
 }
