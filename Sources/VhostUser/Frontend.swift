@@ -281,11 +281,14 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
         kickFailure.withLock { if $0 == nil { $0 = "kick eventfd write failed: \(String(cString: strerror(e)))" } }
     }
 
-    /// One call eventfd per queue.
-    public var interruptVectors: Int { queueCount }
+    /// One call eventfd per queue, plus one for configuration changes (drivers put it at vector 0, as
+    /// over MSI-X; it is never signalled: that needs the backend-request channel).
+    public var interruptVectors: Int { queueCount + 1 }
 
     public func enableInterrupts(count: Int) throws(VirtioError) -> [Int32] {
-        guard count >= 0, count <= queueCount else { throw peer(.io("\(count) interrupt channels asked, \(queueCount) queues")) }
+        guard count >= 0, count <= interruptVectors else {
+            throw peer(.io("\(count) interrupt channels asked; \(interruptVectors) exist (\(queueCount) queues and the configuration)"))
+        }
         do { interrupts = try EventFDSet(count: count) } catch { throw peer(.io("\(error)")) }
         return interrupts?.raw ?? []
     }

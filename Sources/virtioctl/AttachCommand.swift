@@ -28,7 +28,7 @@ extension VirtioCtl {
     struct Attach: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Attach to a device and own it: answer its statistics queue, keep the driver's counters in a statistics region, optionally run a block load; SIGINT/SIGTERM resets the device and removes the region.",
-            discussion: "Devices: virtio-blk (soft:blk, PCI) and virtio-balloon (soft:balloon, PCI). Read the region with `virtioctl stats PATH`.")
+            discussion: "Devices: virtio-blk (soft:blk, PCI, vfio-user:PATH, vhost-user:PATH) and virtio-balloon (soft:balloon, PCI, vfio-user:PATH). Read the region with `virtioctl stats PATH`.")
 
         @OptionGroup var device: DeviceOptions
         @Option(help: "Statistics region to create (e.g. /dev/shm/virtio-blk.stats); removed on exit.") var statsFile: String?

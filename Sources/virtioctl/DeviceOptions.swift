@@ -73,7 +73,7 @@ struct TransportOptions: ParsableArguments {
     @Flag(help: "Accept a device bound in VFIO no-IOMMU mode (no DMA isolation).")
     var noiommu = false
 
-    @Option(help: "DMA memory to map for a PCI or vfio-user device, e.g. 64M.")
+    @Option(help: "DMA memory to map for a PCI, vfio-user or vhost-user device, e.g. 64M.")
     var dma: String = "64M"
 
     @OptionGroup var peer: PeerTimeoutOption
@@ -92,7 +92,7 @@ struct TransportOptions: ParsableArguments {
 /// `--peer-timeout MS`, for verbs that can reach a device through a socket peer.
 struct PeerTimeoutOption: ParsableArguments {
     @Option(name: .customLong("peer-timeout"),
-            help: "How long to wait for a socket peer's reply (vfio-user), in milliseconds (default 5000); past it the peer is taken for gone.")
+            help: "How long to wait for a socket peer's reply (vfio-user, vhost-user), in milliseconds (default 5000); past it the peer is taken for gone.")
     var milliseconds: Int?
 
     func validate() throws {

@@ -124,6 +124,21 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
         #expect(f.notifications(queue: 0).count == 0)
     }
 
+    /// Interrupt mode: each queue's call eventfd is what the driver sleeps on (vector i + 1, as over MSI-X).
+    @Test func everyQueueSleepsOnItsCallEventFD() throws {
+        let served = try ServedVhostDevice(try softBlock("size=4M,queues=4"))
+        defer { served.shutdown() }
+        var o = BlockAttachOptions()
+        o.interrupts = true
+        let blk = try BlockDevice(transport: try served.frontend(), options: o)
+        #expect(blk.interruptMode && blk.queueCount == 4)
+        try verifiedIO(blk, device: served.device)
+        for q in 0..<4 {
+            #expect(blk.withQueue(q) { $0.interruptFD } >= 0, "queue \(q) has a call eventfd")
+            #expect(served.device.interrupts(queue: q) > 0, "queue \(q) was signalled")
+        }
+    }
+
     @Test func aFrontendThatLeavesLeavesTheBackendReadyForTheNext() throws {
         let served = try ServedVhostDevice(try softBlock("size=4M"))
         defer { served.shutdown() }
