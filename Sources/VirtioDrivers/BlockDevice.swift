@@ -36,6 +36,8 @@ public final class BlockDevice<T: VirtioTransport> {
     public let config: BlockConfig
     public let queueCount: Int
     public let timeoutMilliseconds: Int
+    /// The features attach negotiated; `recover` insists on the same.
+    public private(set) var attachedFeatures: FeatureSet = []
     let queues: UnsafeMutablePointer<BlockQueue<T>>
     private var nextTag: UInt64 = 1
     private var idBuffer: DMARegion?
@@ -59,7 +61,7 @@ public final class BlockDevice<T: VirtioTransport> {
         do {
             var bits = blockDriverFeatures
             if options.draftStatsQueue { bits.insert(BlockFeature.draftStatsVQ) }
-            try device.initialize(policy: options.policy, deviceTypeBits: bits)
+            attachedFeatures = try device.initialize(policy: options.policy, deviceTypeBits: bits)
             let config = try BlockConfig.read(from: device)
             let available = min(Int(config.numQueues), try device.transport.numQueues())
             var wanted = options.queues ?? available
@@ -140,7 +142,8 @@ public final class BlockDevice<T: VirtioTransport> {
     /// Poll mode only for now.
     public func recover() throws(BlockError) -> [UInt64] {
         guard !interruptMode else { throw .invalidRequest("recovery in MSI-X mode is not supported yet; attach in poll mode") }
-        let before = device.negotiated
+        // What attach negotiated: a failed request may have reset the device already (and cleared its set).
+        let before = attachedFeatures
         var bits = blockDriverFeatures
         if attachOptions.draftStatsQueue { bits.insert(BlockFeature.draftStatsVQ) }
         var lost: [UInt64] = []

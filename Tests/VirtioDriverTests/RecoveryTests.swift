@@ -117,4 +117,21 @@ import VirtioSoftDevice
         try blk.read(sector: 3, into: r)
         #expect(bytes(r) == bytes(b))
     }
+
+    /// A synchronous request that failed on a hostile used entry has reset the device already;
+    /// recovery still renegotiates what attach negotiated (it once compared with the reset's empty set).
+    @Test func recoveryAfterAFailedSynchronousRequest() throws {
+        var o = BlockAttachOptions()
+        o.timeoutMilliseconds = 300
+        let (_, blk) = try attach("fault=used_id_range,fault_after=2", options: o)
+        let b = try blk.allocateBuffer(bytes: 512)
+        var failed = false
+        for i in 0..<8 {
+            do { try blk.read(sector: UInt64(i), into: b) } catch { failed = true; break }
+        }
+        #expect(failed, "the fault struck")
+        _ = try blk.recover()
+        try blk.read(sector: 0, into: b)
+        #expect(blk.negotiated == blk.attachedFeatures)
+    }
 }
