@@ -13,9 +13,9 @@ import Glibc
 public protocol VFIOUserHostedDevice: PCIFunction {
     /// Bytes of configuration space (256 or 4096).
     var configSpaceSize: Int { get }
-    /// The client mapped `length` bytes at `pointer` (this process) as device addresses from `address`.
-    /// Returns why it cannot be used, or nil.
-    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String?
+    /// The client mapped `length` bytes at `pointer` (this process) as device addresses from `address`,
+    /// kept mapped while `owner` lives. Returns why it cannot be used, or nil.
+    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64, owner: AnyObject?) -> String?
     /// The client withdrew its DMA memory (only while no queue runs).
     func dropDMA() -> String?
     /// MSI-X vector i signals `fds[i]` (the server owns the fds and closes them on replacement).
@@ -34,7 +34,8 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     public let path: String
     public let device: D
     let listenFD: Int32
-    private var mapping: (pointer: UnsafeMutableRawPointer, length: Int, address: UInt64)?
+    /// The client's DMA window; the device's arena holds it too, so it is unmapped when both let go.
+    private var mapping: MappedMemory?
     /// The client's interrupt eventfds (received over SCM_RIGHTS; the device holds duplicates).
     private var irqFDs: EventFDSet?
     public private(set) var clientsServed = 0
@@ -162,12 +163,12 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
             guard let p = mmap(nil, Int(size), prot, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
                 return fail(UInt32(errno))
             }
-            if let why = device.adoptDMA(pointer: p, length: Int(size), address: address) {
+            let region = MappedMemory(pointer: p, length: Int(size), address: address)
+            if let why = device.adoptDMA(pointer: p, length: Int(size), address: address, owner: region) {
                 log("DMA_MAP refused: \(why)")
-                munmap(p, Int(size))
-                return fail(VFIOUserErrno.einval)
+                return fail(VFIOUserErrno.einval)  // region goes, and unmaps, here
             }
-            mapping = (p, Int(size), address)
+            mapping = region
             log("DMA_MAP 0x\(String(address, radix: 16)) +\(size)")
             return Reply()  // the fd is closed after the reply; the mapping stays
         case .dmaUnmap:
@@ -181,7 +182,6 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
                 log("DMA_UNMAP refused: \(why)")
                 return fail(VFIOUserErrno.einval)
             }
-            munmap(map.pointer, map.length)
             mapping = nil
             return Reply(payload: Array(m.payload.prefix(24)))
         case .deviceGetInfo:
@@ -286,9 +286,8 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
 
     func dropClientState() {
         if irqFDs != nil { setInterruptFDs([]) }
-        if let m = mapping {
+        if mapping != nil {
             _ = device.dropDMA()
-            munmap(m.pointer, m.length)
             mapping = nil
         }
     }

@@ -12,12 +12,8 @@ import Glibc
 extension SoftPCIFunction {
     public var configSpaceSize: Int { configSize }
 
-    public func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String? {
-        adoptDMA(pointer: pointer, length: length, address: address, owner: nil)
-    }
-
-    /// The same, with `owner` (the mapping's owner, which unmaps when freed) kept alive as long as
-    /// the device, or its poller in the middle of a round, still holds the arena.
+    /// The peer's memory, with `owner` (the mapping's owner, which unmaps when freed) kept alive as
+    /// long as the device, or its poller in the middle of a round, still holds the arena.
     public func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64, owner: AnyObject?) -> String? {
         guard !anyQueueRunning else { return "queues are running on the current DMA memory" }
         arenaBox.withLock { $0 = DMAArena(external: pointer, size: length, deviceBase: address, owner: owner) }

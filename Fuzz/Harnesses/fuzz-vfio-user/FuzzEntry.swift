@@ -83,7 +83,7 @@ final class HostedDevice: VFIOUserHostedDevice, @unchecked Sendable {
     }
     func enableMSIX(vectors: Int) throws(PCIError) -> [Int32] { [] }
     func disableInterrupts() {}
-    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64) -> String? { nil }
+    func adoptDMA(pointer: UnsafeMutableRawPointer, length: Int, address: UInt64, owner: AnyObject?) -> String? { nil }
     func dropDMA() -> String? { nil }
     func useInterruptEventFDs(_ fds: [Int32]) {}
     func resetDevice() {}
