@@ -96,6 +96,14 @@ public enum BlockFeature {
     public static let draftStatsVQ = 23
 }
 
+/// virtio-net feature bits (`device-types/net/description.tex`).
+public enum NetFeature {
+    public static let csum = 0, guestCsum = 1, ctrlGuestOffloads = 2, mtu = 3, mac = 5, gso = 6, guestTSO4 = 7,
+                      guestTSO6 = 8, guestECN = 9, guestUFO = 10, hostTSO4 = 11, hostTSO6 = 12, hostECN = 13, hostUFO = 14,
+                      mrgRxbuf = 15, status = 16, ctrlVQ = 17, ctrlRX = 18, ctrlVLAN = 19, ctrlRXExtra = 20,
+                      guestAnnounce = 21, mq = 22, ctrlMACAddr = 23, rss = 60, speedDuplex = 63
+}
+
 /// virtio-balloon feature bits (`device-types/balloon/description.tex`).
 public enum BalloonFeature {
     public static let mustTellHost = 0, statsVQ = 1, deflateOnOOM = 2, freePageHint = 3, pagePoison = 4,

@@ -135,6 +135,48 @@ func specOffsets(_ fields: [(type: String, name: String)]) -> [String: (offset: 
         ]
         for (ours, name) in pairs { #expect(ours == s[name]!.offset, "\(name)") }
         #expect(F.length >= s["write_zeroes_may_unmap"]!.offset + 1)
+        // QEMU 7.2's struct ends before max_secure_erase_sectors: qemu-storage-daemon's GET_CONFIG limit.
+        #expect(F.vhostUserLength == s["max_secure_erase_sectors"]!.offset)
+    }
+
+    /// `struct virtio_net_config` and `struct virtio_net_hdr` as `device-types/net/description.tex` declares them.
+    static let netConfig: [(type: String, name: String)] = [
+        ("u8[6]", "mac"), ("le16", "status"), ("le16", "max_virtqueue_pairs"), ("le16", "mtu"), ("le32", "speed"),
+        ("u8", "duplex"), ("u8", "rss_max_key_size"), ("le16", "rss_max_indirection_table_length"),
+        ("le32", "supported_hash_types"),
+    ]
+    static let netHeader: [(type: String, name: String)] = [
+        ("u8", "flags"), ("u8", "gso_type"), ("le16", "hdr_len"), ("le16", "gso_size"), ("le16", "csum_start"),
+        ("le16", "csum_offset"), ("le16", "num_buffers"),
+    ]
+
+    @Test func netConfigAndHeaderMatchTheSpecStructs() {
+        let c = specOffsets(Self.netConfig)
+        typealias F = NetConfigField
+        let pairs: [(Int, String)] = [
+            (F.mac, "mac"), (F.status, "status"), (F.maxVirtqueuePairs, "max_virtqueue_pairs"), (F.mtu, "mtu"),
+            (F.speed, "speed"), (F.duplex, "duplex"), (F.rssMaxKeySize, "rss_max_key_size"),
+            (F.rssMaxIndirectionTableLength, "rss_max_indirection_table_length"), (F.supportedHashTypes, "supported_hash_types"),
+        ]
+        for (ours, name) in pairs { #expect(ours == c[name]!.offset, "\(name)") }
+        #expect(F.macLength == c["mac"]!.size && NetStatusBit.linkUp == 1 && NetStatusBit.announce == 2)
+        let h = specOffsets(Self.netHeader)
+        #expect(NetHeader.size == h["num_buffers"]!.offset + 2)
+        let header = NetHeader(flags: NetHeader.needsChecksum, gsoType: NetHeader.gsoTCPv4, headerLength: 0x0102, gsoSize: 0x0304,
+                               checksumStart: 0x0506, checksumOffset: 0x0708, numBuffers: 0x090A)
+        var bytes = [UInt8](repeating: 0xEE, count: 12)
+        bytes.withUnsafeMutableBytes { header.store(to: $0.baseAddress!) }
+        #expect(bytes[h["flags"]!.offset] == 1 && bytes[h["gso_type"]!.offset] == 1)
+        for (name, v) in [("hdr_len", 0x0102), ("gso_size", 0x0304), ("csum_start", 0x0506), ("csum_offset", 0x0708), ("num_buffers", 0x090A)] {
+            let o = h[name]!.offset
+            #expect(Int(bytes[o]) | Int(bytes[o + 1]) << 8 == v, "\(name) little-endian at \(o)")
+        }
+        #expect(bytes.withUnsafeBytes { NetHeader(loading: $0.baseAddress!) } == header)
+        // The spec's constants: flags, gso types, control classes and acks.
+        #expect(NetHeader.dataValid == 2 && NetHeader.rscInfo == 4 && NetHeader.gsoUDP == 3 && NetHeader.gsoTCPv6 == 4
+                && NetHeader.gsoUDPL4 == 5 && NetHeader.gsoECN == 0x80)
+        #expect(NetControl.ok == 0 && NetControl.err == 1 && NetControl.classMQ == 4 && NetControl.classAnnounce == 3
+                && NetControl.macAddrSet == 1 && NetControl.pairsMax == 0x8000)
     }
 
     @Test func blockConfigEncodesWhereTheSpecSaysAndDecodesBack() {
