@@ -58,7 +58,9 @@ final class BackendSession<D: VhostUserHostedDevice> {
     var protocolFeatures: FeatureSet = []
     var features: FeatureSet?
     var memory: BackendMemory?
-    var rings: [BackendRing]
+    /// Any change to a ring (started, stopped, a new kick) tells the serve loop to rebuild its poll set.
+    var rings: [BackendRing] { didSet { pollSetChanged = true } }
+    var pollSetChanged = true
     /// The protocol features this backend offers: multiqueue, acks, config space.
     static var offeredProtocol: FeatureSet { [VhostUserProtocolFeature.mq, VhostUserProtocolFeature.replyAck, VhostUserProtocolFeature.config] }
 

@@ -1,3 +1,4 @@
+import CMallocCount
 import Foundation
 import HostIO
 import Synchronization
@@ -16,6 +17,8 @@ final class ServedVhostDevice: @unchecked Sendable {
     let finished = Atomic<Bool>(false)
     let path: String
     let refusals = Mutex<[String]>([])
+    /// The backend thread's own heap allocations so far (sampled each time its loop turns).
+    let backendAllocations = Atomic<UInt64>(0)
     var device: SoftPCIFunction<SoftBlock> { backend.device }
 
     init(_ device: SoftPCIFunction<SoftBlock>, timeoutMilliseconds: Int = 5_000) throws {
@@ -24,7 +27,10 @@ final class ServedVhostDevice: @unchecked Sendable {
         backend.timeoutMilliseconds = timeoutMilliseconds
         backend.warn = { [weak self] w in self?.refusals.withLock { $0.append(w) } }
         let t = Thread { [self] in
-            backend.run { stop.load(ordering: .acquiring) }
+            backend.run {
+                backendAllocations.store(mc_thread_count(), ordering: .relaxed)
+                return stop.load(ordering: .acquiring)
+            }
             finished.store(true, ordering: .releasing)
         }
         t.name = "vhost-user-srv"
@@ -137,6 +143,40 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
             #expect(blk.withQueue(q) { $0.interruptFD } >= 0, "queue \(q) has a call eventfd")
             #expect(served.device.interrupts(queue: q) > 0, "queue \(q) was signalled")
         }
+    }
+
+    /// The request path allocates nothing on either side: the driver's submit / kick / poll (this
+    /// thread's count) and the backend serving the kicks (its thread's count, sampled as its loop turns).
+    @Test(arguments: ["packed=on,in_order=on", "packed=off,in_order=off"])
+    func neitherSideAllocatesPerRequest(spec: String) throws {
+        let served = try ServedVhostDevice(try softBlock("size=4M," + spec))
+        defer { served.shutdown() }
+        let blk = try BlockDevice(transport: try served.frontend())
+        let data = try blk.allocateBuffer(bytes: 16 * 4096)
+        var driverAllocs: UInt64 = 0, requests: UInt64 = 0, backendBefore: UInt64 = 0
+        try blk.withQueue(0) { (q: inout BlockQueue<VhostUserFrontend>) throws(BlockError) in
+            for round in 0..<1500 {
+                if round == 100 { backendBefore = served.backendAllocations.load(ordering: .relaxed) }
+                let t0 = mc_thread_count()
+                for i in 0..<16 {
+                    let e = BufferElement(address: data.deviceAddress + UInt64(i * 4096), length: 4096)
+                    try q.submit(i & 1 == 0 ? .read : .write, sector: UInt64((round * 16 + i) % 1024) * 8, data: e, tag: UInt64(i))
+                }
+                q.kick()
+                var n = 0
+                let deadline = monotonicNanoseconds() + 5_000_000_000
+                while n < 16, monotonicNanoseconds() < deadline { while try q.poll() != nil { n += 1 } }
+                let t1 = mc_thread_count()
+                #expect(n == 16)  // (counted outside: the expectation allocates)
+                if round >= 100 {  // after warm-up
+                    driverAllocs += t1 - t0
+                    requests += 16
+                }
+            }
+        }
+        let backendAllocs = served.backendAllocations.load(ordering: .relaxed) - backendBefore
+        #expect(driverAllocs == 0, "the driver allocated \(driverAllocs) times in \(requests) requests")
+        #expect(backendAllocs == 0, "the backend allocated \(backendAllocs) times in \(requests) requests")
     }
 
     @Test func aFrontendThatLeavesLeavesTheBackendReadyForTheNext() throws {
