@@ -19,11 +19,30 @@ props() { echo $DEVICES | tr ' ' '\n' | sed -n "$(($1 + 1))p"; }
 prop() { props "$1" | tr , '\n' | sed -n "s/^$2=//p"; }
 now() { cut -d' ' -f1 /proc/uptime; }
 
+# Every case is bounded: past CASE_LIMIT seconds its process tree is recorded (state, wait
+# channel, kernel stack) into its log and killed by PID, and the case fails; the suite goes on.
+CASE_LIMIT=${CASE_LIMIT:-300}
+tree_of() { echo "$1"; for c in $(cat /proc/$1/task/*/children 2>/dev/null); do tree_of "$c"; done; }
 run_case() {
   name=$1; shift
   log=$CTL/logs/${MODE}_$(echo "$name" | tr / _).log
   t0=$(now)
-  if ( "$@" ) > "$log" 2>&1; then v=PASS; else v=FAIL; fi
+  ( "$@" ) > "$log" 2>&1 &
+  pid=$!
+  ticks=0
+  while kill -0 $pid 2>/dev/null && [ $ticks -lt $((CASE_LIMIT * 5)) ]; do sleep 0.2; ticks=$((ticks + 1)); done
+  if kill -0 $pid 2>/dev/null; then
+    pids=$(tree_of $pid)
+    { echo "timed out after $CASE_LIMIT s; the case's processes:"
+      for p in $pids; do
+        echo "pid $p $(cat /proc/$p/comm 2>/dev/null) wchan=$(cat /proc/$p/wchan 2>/dev/null) $(grep '^State' /proc/$p/status 2>/dev/null)"
+        cat /proc/$p/stack 2>/dev/null | head -12
+      done; } >> "$log"
+    for p in $pids; do kill -KILL $p 2>/dev/null; done
+    wait $pid 2>/dev/null
+    echo "detail: timed out after $CASE_LIMIT s (process states in the log)" >> "$log"
+    v=FAIL
+  elif wait $pid; then v=PASS; else v=FAIL; fi
   [ $v = PASS ] && grep -q '^skip: ' "$log" && v=SKIP
   secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')
   detail=$(sed -n 's/^\(detail\|skip\): //p' "$log" | tail -1 | cut -c1-150)
