@@ -74,7 +74,7 @@ extension DeviceSpec {
     /// Whether the spelling is an in-process software device (scratch: free to write).
     public var isSoftware: Bool {
         switch self {
-        case .softBlock, .softBalloon: true
+        case .softBlock, .softBalloon, .softNet: true
         case .pci, .vfioUser, .vhostUser: false
         }
     }

@@ -57,12 +57,14 @@ public struct OpenOptions: Sendable {
 public enum SoftFunction {
     case block(SoftPCIFunction<SoftBlock>)
     case balloon(SoftPCIFunction<SoftBalloon>)
+    case net(SoftPCIFunction<SoftNet>)
 
     /// Driver conformance violations the device saw (its own queues and, for an owner, its admin queue).
     public var violations: [String] {
         switch self {
         case let .block(f): (f.log.violations + (f.admin?.log.violations ?? [])).map { "\($0)" }
         case let .balloon(f): f.log.violations.map { "\($0)" }
+        case let .net(f): f.log.violations.map { "\($0)" }
         }
     }
 
@@ -70,11 +72,16 @@ public enum SoftFunction {
         if case let .block(f) = self { f } else { nil }
     }
 
+    public var net: SoftPCIFunction<SoftNet>? {
+        if case let .net(f) = self { f } else { nil }
+    }
+
     /// How often the device asks for statistics on its own (`stats_interval`, ms; 0: only when asked).
     public var statisticsInterval: Int {
         switch self {
         case let .block(f): f.personality.options.statsInterval
         case let .balloon(f): f.personality.options.statsInterval
+        case .net: 0
         }
     }
 
@@ -83,6 +90,7 @@ public enum SoftFunction {
         switch self {
         case let .block(f): f.requestStatistics()
         case let .balloon(f): f.requestStatistics()
+        case .net: break
         }
     }
 }
@@ -110,6 +118,10 @@ public enum DeviceOpening {
         case let .softBalloon(o):
             let f = try SoftPCIFunction.balloon(o)
             return try user.run(try PCITransport(function: f, logger: options.logger), soft: .balloon(f))
+        case let .softNet(o):
+            guard o.backend != .pair else { throw AttachError.notSupported(pairInProcess) }
+            let f = try SoftPCIFunction.net(o)
+            return try user.run(try PCITransport(function: f, logger: options.logger), soft: .net(f))
         case let .pci(address):
             let f = try VFIOPCIFunction(address: address, allowNoIOMMU: options.noIOMMU, dmaBytes: options.dmaBytes)
             return try user.run(try PCITransport(function: f, logger: options.logger), soft: nil)
@@ -125,9 +137,14 @@ public enum DeviceOpening {
         switch spec {
         case let .softBlock(o): .block(try SoftPCIFunction.block(o))
         case let .softBalloon(o): .balloon(try SoftPCIFunction.balloon(o))
-        case .pci, .vfioUser, .vhostUser: throw AttachError.notSupported("only software devices can be served: soft:blk[,...] or soft:balloon[,...]")
+        case let .softNet(o):
+            if o.backend == .pair { throw AttachError.notSupported(pairInProcess) } else { .net(try SoftPCIFunction.net(o)) }
+        case .pci, .vfioUser, .vhostUser: throw AttachError.notSupported("only software devices can be served: soft:blk[,...], soft:net[,...] or soft:balloon[,...]")
         }
     }
+
+    /// Why one spelling cannot name both ends of a pair.
+    public static let pairInProcess = "soft:net,backend=pair has two ends: serve them with `virtioctl softdev serve --vhost-user A --vhost-user B soft:net,backend=pair` (each end on its socket), or use backend=loop here"
 
     /// `vhost-user:PATH`: the frontend, connected and set up to the memory table; the driver does the rest.
     @usableFromInline

@@ -4,14 +4,15 @@ import VirtioSoftDevice
 public enum DeviceSpec: Equatable, Sendable {
     case softBlock(SoftBlockOptions)
     case softBalloon(SoftBalloonOptions)
+    case softNet(SoftNetOptions)
     case pci(String)
     case vfioUser(VFIOUserSpec)
     case vhostUser(VhostUserSpec)
 
     /// The software devices `soft:` can name.
-    public static let softKinds = ["blk", "balloon"]
+    public static let softKinds = ["blk", "net", "balloon"]
 
-    public static let syntax = "soft:blk[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, vfio-user:PATH[,timeout=MS], or vhost-user:PATH[,type=blk][,timeout=MS][,queue_size=N]"
+    public static let syntax = "soft:blk[,key=value...], soft:net[,key=value...], soft:balloon[,key=value...], a PCI address such as 0000:00:04.0, vfio-user:PATH[,timeout=MS], or vhost-user:PATH[,type=blk][,timeout=MS][,queue_size=N]"
 
     public init(parsing text: String) throws(AttachError) {
         if text.hasPrefix("soft:") {
@@ -22,6 +23,8 @@ public enum DeviceSpec: Equatable, Sendable {
             do throws(SoftDeviceError) {
                 if kind == "blk" {
                     self = .softBlock(try SoftBlockOptions(parsing: Array(parts.dropFirst())))
+                } else if kind == "net" {
+                    self = .softNet(try SoftNetOptions(parsing: Array(parts.dropFirst())))
                 } else {
                     self = .softBalloon(try SoftBalloonOptions(parsing: Array(parts.dropFirst())))
                 }

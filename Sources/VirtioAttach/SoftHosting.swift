@@ -26,6 +26,7 @@ extension SoftFunction {
         switch self {
         case let .block(f): f.address
         case let .balloon(f): f.address
+        case let .net(f): f.address
         }
     }
 
@@ -35,6 +36,7 @@ extension SoftFunction {
         switch self {
         case let .block(f): try Self.serve(f, path: path, options: options, stop: stop)
         case let .balloon(f): try Self.serve(f, path: path, options: options, stop: stop)
+        case let .net(f): try Self.serve(f, path: path, options: options, stop: stop)
         }
     }
 
@@ -56,6 +58,7 @@ extension SoftFunction {
     public func serveVhostUser(path: String, options: HostingOptions, stop: @escaping (_ served: Int) -> Bool) throws -> Int {
         switch self {
         case let .block(f): return try Self.serveVhost(f, soft: self, path: path, options: options, stop: stop)
+        case let .net(f): return try Self.serveVhost(f, soft: self, path: path, options: options, stop: stop)
         case .balloon:
             throw AttachError.notSupported("soft:balloon cannot be served over vhost-user: no vhost-user frontend drives a balloon (QEMU 7.2 has none); serve it over vfio-user")
         }

@@ -68,8 +68,11 @@ public final class VirtioDevice<T: VirtioTransport> {
 
     /// Steps 1-5 of initialisation: reset, ACKNOWLEDGE, DRIVER, feature negotiation, FEATURES_OK
     /// and its re-read. On any failure after ACKNOWLEDGE the device is left with FAILED set.
+    /// `refine` sees the policy's choice before it is written and may drop bits (a device-type
+    /// driver's dependency rules, or a config value read before FEATURES_OK that rules a bit out).
     @discardableResult
-    public func initialize(policy: FeaturePolicy, deviceTypeBits: FeatureSet) throws(VirtioError) -> FeatureSet {
+    public func initialize(policy: FeaturePolicy, deviceTypeBits: FeatureSet,
+                           refine: (FeatureSet) throws(VirtioError) -> FeatureSet = { $0 }) throws(VirtioError) -> FeatureSet {
         try reset()
         var status: DeviceStatus = .acknowledge
         try transport.writeStatus(status)
@@ -78,8 +81,11 @@ public final class VirtioDevice<T: VirtioTransport> {
         do throws(VirtioError) {
             offered = try transport.readDeviceFeatures()
             logger.debug("offered features", metadata: ["features": "\(names(offered))"])
-            let accept = try policy.negotiate(offered: offered, deviceTypeBits: deviceTypeBits, deviceType: deviceType,
+            let chosen = try policy.negotiate(offered: offered, deviceTypeBits: deviceTypeBits, deviceType: deviceType,
                                               transportCannot: transport.unsupportedFeatures)
+            let accept = try refine(chosen).intersection(chosen)  // refine may only drop bits
+            let lost = policy.required.subtracting(accept)
+            guard lost.isEmpty else { throw VirtioError.requiredFeatureNotOffered(names(lost)) }
             try transport.writeDriverFeatures(accept)
             status.insert(.featuresOK)
             try transport.writeStatus(status)

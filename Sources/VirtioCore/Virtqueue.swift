@@ -56,6 +56,14 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         return token
     }
 
+    /// Makes a one-element buffer available (a receive buffer, a transmit frame with its header).
+    @inlinable @inline(__always)
+    public mutating func add(_ element: BufferElement, deviceWritable: Bool) throws(RingError) -> UInt16 {
+        let token = try ring.add(element, deviceWritable: deviceWritable)
+        counters.buffersAdded &+= 1
+        return token
+    }
+
     /// Notifies the device of new buffers unless it suppressed notifications (full barrier inside).
     @inlinable @inline(__always)
     public mutating func kick() {

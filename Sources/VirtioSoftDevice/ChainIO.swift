@@ -36,6 +36,13 @@ struct ChainIO<Memory: DeviceMemory> {
         return left == 0
     }
 
+    /// Where byte `offset` of the writable part lives, or nil.
+    func writablePointer(at offset: Int) -> UnsafeMutableRawPointer? {
+        var found: UnsafeMutableRawPointer?
+        _ = walk(writable: true, offset: offset, length: 1) { p, _, _ in found = p }
+        return found
+    }
+
     func read(at offset: Int, into dst: UnsafeMutableRawPointer, length: Int) -> Bool {
         walk(writable: false, offset: offset, length: length) { p, done, n in (dst + done).copyMemory(from: p, byteCount: n) }
     }

@@ -239,12 +239,14 @@ public enum SoftAdminFault: String, Sendable, CaseIterable {
 /// Why a software device could not be built or used.
 public enum SoftDeviceError: Error, Sendable, Equatable, CustomStringConvertible {
     case badOption(String)
+    case netOption(String)
     case backing(String)
     case dma(String)
 
     public var description: String {
         switch self {
         case let .badOption(why): "soft:blk: \(why)"
+        case let .netOption(why): "soft:net: \(why)"
         case let .backing(why): "soft:blk backing store: \(why)"
         case let .dma(why): "soft device DMA memory: \(why)"
         }

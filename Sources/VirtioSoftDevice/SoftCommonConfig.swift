@@ -197,6 +197,9 @@ extension SoftPCIFunction {
                 r.churnLeft = faults.configChurnReads
                 stopQueues = true
                 admin?.reset()
+                // Device state the driver changed (a net device's MAC, filters, pairs) goes back too.
+                personality.deviceReset()
+                r.deviceConfig = personality.configBytes()
                 return
             }
             let old = r.status

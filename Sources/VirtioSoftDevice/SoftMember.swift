@@ -169,7 +169,8 @@ extension SoftPCIFunction {
 
     /// Legacy device config: the device-specific bytes (read-only for blk without CONFIG_WCE).
     func legacyDeviceRead(offset: Int, width: Int) -> [UInt8]? {
-        guard width > 0, offset >= 0, offset + width <= deviceConfig.count else { return nil }
-        return Array(deviceConfig[offset..<offset + width])
+        let config = deviceConfigSnapshot
+        guard width > 0, offset >= 0, offset + width <= config.count else { return nil }
+        return Array(config[offset..<offset + width])
     }
 }

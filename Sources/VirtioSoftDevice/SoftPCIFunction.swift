@@ -36,6 +36,8 @@ struct Registers {
     var generation: UInt8 = 0
     var churnLeft: Int
     var msixTable: [UInt8]
+    /// The device-specific configuration (a net device's status and MAC change at run time).
+    var deviceConfig: [UInt8]
 }
 
 /// A software virtio PCI function, in process: configuration space with the virtio
@@ -50,9 +52,10 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     public var arena: DMAArena { arenaBox.withLock { $0 } }
     let arenaBox: Mutex<DMAArena>
     public let faults: SoftFaults
-    public let log = ConformanceLog()
+    public let log: ConformanceLog
     let offered: FeatureSet
-    let deviceConfig: [UInt8]
+    /// Bytes of device-specific configuration (fixed; the contents live in `registers`).
+    let deviceConfigLength: Int
     let queues: [SoftQueue]
     let msixVectors: Int
     let configSize: Int
@@ -69,6 +72,8 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     let isr = Atomic<UInt8>(0)
     /// The eventfds of the MSI-X vectors the driver enabled (ours, or duplicates of a client's).
     let interruptFDs = Mutex<EventFDSet?>(nil)
+    /// Told of every configuration change after DRIVER_OK (a vhost-user backend forwards it).
+    public nonisolated(unsafe) var configChangeSink: (([UInt8]) -> Void)?
     /// Why the device set DEVICE_NEEDS_RESET.
     public let failure = Mutex<String?>(nil)
 
@@ -88,9 +93,12 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         for bit in ringFeatures.bits { f.insert(bit) }
         if admin != nil { f.insert(VirtioFeature.adminVQ) }
         offered = f
-        deviceConfig = personality.configBytes()
+        let deviceConfig = personality.configBytes()
+        deviceConfigLength = deviceConfig.count
         let total = personality.queueCount + (admin?.queueCount ?? 0)
-        queues = (0..<total).map { SoftQueue(index: $0, maxSize: personality.maxQueueSize) }
+        let log = ConformanceLog()
+        self.log = log
+        queues = (0..<total).map { SoftQueue(index: $0, maxSize: personality.maxQueueSize, log: log) }
         let space = buildConfigSpace(deviceType: personality.deviceType, queues: total,
                                      deviceConfigLength: deviceConfig.count, msixVectors: msixVectors, faults: faults,
                                      sriov: admin?.sriov)
@@ -99,7 +107,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             config: space,
             queues: Array(repeating: QueueRegisters(size: UInt16(personality.maxQueueSize)), count: total),
             churnLeft: faults.configChurnReads,
-            msixTable: [UInt8](repeating: 0, count: msixVectors * 16)))
+            msixTable: [UInt8](repeating: 0, count: msixVectors * 16), deviceConfig: deviceConfig))
     }
 
     deinit { disableInterrupts() }
@@ -201,7 +209,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             let o = LEReader(Array(r.config[(c + VirtioPCICapField.offset)..<(c + VirtioPCICapField.offset + 4)])).u32(0)
             return (Int(r.config[c + VirtioPCICapField.bar]), Int(o), Int(r.config[c + VirtioPCICapField.windowLength]))
         }
-        let inside = bar == SoftBAR.virtio && (SoftBAR.windows(queues: queues.count, deviceConfig: deviceConfig.count)
+        let inside = bar == SoftBAR.virtio && (SoftBAR.windows(queues: queues.count, deviceConfig: deviceConfigLength)
             .contains { off >= $0.lowerBound && off + len <= $0.upperBound })
         guard len > 0, len <= 4, len & (len - 1) == 0, off % len == 0, inside else {
             violation("transport-pci.tex PCI configuration access capability: accesses are aligned, 1, 2 or 4 bytes, inside another capability's window",
@@ -239,7 +247,7 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
         case SoftBAR.isr..<SoftBAR.isr + 4:
             // Reading ISR clears it.
             return UInt64(isr.exchange(0, ordering: .acquiringAndReleasing))
-        case SoftBAR.device..<SoftBAR.device + deviceConfig.count:
+        case SoftBAR.device..<SoftBAR.device + deviceConfigLength:
             return readDeviceConfig(offset - SoftBAR.device, width)
         default:
             return 0
@@ -261,10 +269,13 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
             notify(offset - SoftBAR.notify, width, UInt32(truncatingIfNeeded: value))
         case SoftBAR.common..<SoftBAR.common + VirtioPCIWire.commonFullLength:
             writeCommon(offset - SoftBAR.common, width, value)
-        case SoftBAR.device..<SoftBAR.device + deviceConfig.count:
+        case SoftBAR.device..<SoftBAR.device + deviceConfigLength:
             if registers.withLock({ $0.status }) & DeviceStatus.featuresOK.rawValue == 0 {
                 violation("content.tex Device Configuration Space: the driver MUST NOT write device config before FEATURES_OK",
                           "device config written at offset \(offset - SoftBAR.device) before FEATURES_OK")
+            } else if personality.deviceType == .net {
+                violation("net Device configuration layout: the driver MUST NOT write to any of the device configuration fields",
+                          "device config written at offset \(offset - SoftBAR.device)")
             }
             // blk config is read-only except writeback with CONFIG_WCE, which this device does not offer.
         default:
@@ -282,17 +293,41 @@ public final class SoftPCIFunction<P: SoftPersonality>: PCIFunction, @unchecked 
     }
 
     private func readDeviceConfig(_ offset: Int, _ width: Int) -> UInt64 {
-        var v: UInt64 = 0
-        for i in 0..<width where offset + i < deviceConfig.count { v |= UInt64(deviceConfig[offset + i]) << (8 * UInt64(i)) }
         // Fault: the config "changes" under the driver; the generation moves and this read is garbage.
-        let churn = registers.withLock { r -> Bool in
-            guard r.churnLeft > 0 else { return false }
+        let (v, churn) = registers.withLock { r -> (UInt64, Bool) in
+            var v: UInt64 = 0
+            for i in 0..<width where offset + i < r.deviceConfig.count { v |= UInt64(r.deviceConfig[offset + i]) << (8 * UInt64(i)) }
+            guard r.churnLeft > 0 else { return (v, false) }
             r.churnLeft -= 1
             r.generation &+= 1
-            return true
+            return (v, true)
         }
         return churn ? ~v & (width == 8 ? ~0 : (1 << (8 * UInt64(width))) - 1) : v
     }
+
+    /// The device changes its configuration: `body` edits it, config_generation moves (unless
+    /// `silently`, a fault mode) and, after DRIVER_OK, the driver gets a configuration-change
+    /// notification (the config vector's eventfd, or ISR bit 1: `content.tex` "Notification of
+    /// Device Configuration Changes").
+    /// `notify: false`: the generation moves but no notification goes out (a change the driver asked for).
+    public func changeDeviceConfig(silently: Bool = false, notify: Bool = true, _ body: (inout [UInt8]) -> Void) {
+        let vector = registers.withLock { r -> UInt16 in
+            body(&r.deviceConfig)
+            if !silently { r.generation &+= 1 }
+            return r.configVector
+        }
+        guard !silently, notify, live.load(ordering: .acquiring) else { return }
+        configChangeSink?(self.deviceConfigSnapshot)
+        if vector != VirtioPCIWire.noVector, let fd = interruptFD(vector: vector) {
+            var one: UInt64 = 1
+            _ = write(fd, &one, 8)
+        } else {
+            isr.bitwiseOr(2, ordering: .acquiringAndReleasing)
+        }
+    }
+
+    /// The device-specific configuration now.
+    public var deviceConfigSnapshot: [UInt8] { registers.withLock { $0.deviceConfig } }
 
     // MARK: MSI-X
 

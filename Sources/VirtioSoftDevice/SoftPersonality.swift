@@ -1,5 +1,6 @@
 import VirtioCore
 import VirtioRing
+import VirtioWire
 
 /// What a device-type personality does with one request.
 public enum RequestOutcome: Sendable, Equatable {
@@ -28,9 +29,22 @@ public protocol SoftPersonality: AnyObject, Sendable {
     /// The device-driven statistics queue, if this personality has one.
     var statisticsQueue: Int? { get }
     var statisticsSink: SoftStatsSink? { get }
+    /// Queues a vhost-user frontend drives (the rest need PCI registers or the frontend serves them).
+    var vhostQueueCount: Int { get }
+    /// The driver reset the device: state it changed goes back (before `configBytes` is read again).
+    func deviceReset()
+    /// A receive queue (net): its buffers wait for frames instead of being served as requests.
+    func isReceiveQueue(_ queue: Int) -> Bool
+    /// A frame the device itself originates on receive queue `queue` now (a traffic source), written
+    /// into `buffer`; nil when it has none to send yet.
+    func originate(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int?
 }
 
 extension SoftPersonality {
     public var statisticsQueue: Int? { nil }
     public var statisticsSink: SoftStatsSink? { nil }
+    public func deviceReset() {}
+    public var vhostQueueCount: Int { statisticsQueue ?? queueCount }
+    public func isReceiveQueue(_ queue: Int) -> Bool { false }
+    public func originate(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int? { nil }
 }

@@ -30,6 +30,8 @@ struct EngineState: ~Copyable, @unchecked Sendable {
     var kept: (id: UInt16, descriptors: UInt16)?
     /// A hostile fault mode has struck (it strikes once).
     var hostileFired = false
+    /// A receive queue's frame in delivery (net).
+    var rx = ReceiveDelivery()
 }
 
 /// One device queue of the software function: pops requests, hands them to the personality,
@@ -47,8 +49,12 @@ final class SoftQueue: @unchecked Sendable {
     /// The longest chain the device accepts (direct chains are also bounded by the queue size).
     static let chainLimit = 1024
 
-    init(index: Int, maxSize: Int) {
+    /// Where rules the driver broke on this queue go (the function's log).
+    let log: ConformanceLog
+
+    init(index: Int, maxSize: Int, log: ConformanceLog = ConformanceLog()) {
         self.index = index
+        self.log = log
         state = Mutex(EngineState(
             scratch: .allocate(capacity: Self.chainLimit),
             batchIDs: .allocate(capacity: maxSize), batchLengths: .allocate(capacity: maxSize),
@@ -58,6 +64,7 @@ final class SoftQueue: @unchecked Sendable {
     deinit {
         state.withLock { s in
             s.ring = nil  // the ring before the scratch it pops into
+            s.rx.free()
             s.scratch.deallocate()
             s.batchIDs.deallocate()
             s.batchLengths.deallocate()
@@ -81,13 +88,13 @@ final class SoftQueue: @unchecked Sendable {
         }
     }
 
-    func stop() { state.withLock { s in s.ring = nil; s.kept = nil } }
+    func stop() { state.withLock { s in s.ring = nil; s.kept = nil; s.rx.forget() } }
 
     /// Stops the queue and says where its device side stood, in one hold of the lock (a device
     /// thread polling the queue cannot serve a request between the two).
     func stopAndReport() -> RingPosition? {
         state.withLock { s in
-            defer { s.ring = nil; s.kept = nil }
+            defer { s.ring = nil; s.kept = nil; s.rx.forget() }
             return s.ring?.position
         }
     }
@@ -101,7 +108,7 @@ final class SoftQueue: @unchecked Sendable {
             guard s.ring != nil else { return false }
             if unasked { s.ring!.pushHostile(.idOutOfRange, id: k.id, length: 0, ringDescriptors: k.descriptors) }
             else { s.ring!.pushUsed(id: k.id, length: 0, ringDescriptors: k.descriptors) }
-            signal(&s, isr: isr)
+            signalUsed(&s, isr: isr)
             return true
         }
     }
@@ -125,6 +132,9 @@ final class SoftQueue: @unchecked Sendable {
         state.withLock { s -> String? in
             if stopped.load(ordering: .acquiring) { return nil }
             guard s.ring != nil else { return polling ? nil : "queue \(index) was notified but is not enabled" }
+            if personality.isReceiveQueue(index) {
+                return serviceReceive(&s, personality, memory, negotiated, isr, polling)
+            }
             return drain(&s, personality, memory, negotiated, faults, isr, polling)
         }
     }
@@ -202,7 +212,7 @@ final class SoftQueue: @unchecked Sendable {
             // Fault injection: this batch goes back the way a hostile device returns buffers.
             s.hostileFired = s.hostileFired || faults.hostileUsed != nil
             s.ring!.pushHostile(hostile, id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
-            signal(&s, isr: isr)
+            signalUsed(&s, isr: isr)
             return
         }
         if s.inOrder {
@@ -222,7 +232,7 @@ final class SoftQueue: @unchecked Sendable {
                 i -= 1
             }
         }
-        signal(&s, isr: isr)
+        signalUsed(&s, isr: isr)
         if faults.notifyStorm, let fd = s.interruptFD {  // fault: a storm of interrupts nobody asked for
             var many: UInt64 = 64
             _ = write(fd, &many, 8)
@@ -230,7 +240,7 @@ final class SoftQueue: @unchecked Sendable {
     }
 
     /// A used-buffer notification, if the driver wants one: MSI-X eventfd, else the ISR bit.
-    private func signal(_ s: inout EngineState, isr: borrowing Atomic<UInt8>) {
+    func signalUsed(_ s: inout EngineState, isr: borrowing Atomic<UInt8>) {
         if s.ring!.needsInterrupt() {
             interruptCount.add(1, ordering: .relaxed)
             if let fd = s.interruptFD {

@@ -22,11 +22,11 @@ extension SoftPCIFunction {
 
     /// Request queues (admin and draft statistics queues excepted: vhost-user reaches neither; the
     /// statistics queue comes after the request queues).
-    public var hostedQueueCount: Int { personality.statisticsQueue ?? personality.queueCount }
+    public var hostedQueueCount: Int { personality.vhostQueueCount }
     public var hostedMaxQueueSize: Int { personality.maxQueueSize }
 
     /// The device-specific configuration as the driver would read it.
-    public var hostedConfig: [UInt8] { deviceConfig }
+    public var hostedConfig: [UInt8] { deviceConfigSnapshot }
 
     /// The frontend's SET_FEATURES: the status machine is walked for it (ACKNOWLEDGE, DRIVER,
     /// FEATURES_OK, DRIVER_OK) so the conformance log judges the driver's choice as over PCI.

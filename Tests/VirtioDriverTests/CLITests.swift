@@ -42,7 +42,7 @@ struct CLIMissing: Error, CustomStringConvertible {
     }
 
     @Test func unknownDeviceSpelling() throws {
-        for (device, message) in [("bogus", "cannot read device 'bogus'"), ("soft:net", "unknown software device 'net'"),
+        for (device, message) in [("bogus", "cannot read device 'bogus'"), ("soft:gpu", "unknown software device 'gpu'"),
                                   ("soft:blk,colour=red", "unknown key 'colour'"), ("soft:blk,size=1000", "not a multiple"),
                                   ("soft:blk,packed=maybe", "packed=maybe: expected on or off"),
                                   ("00:1f.9", "cannot read device"),
