@@ -49,6 +49,8 @@ let package = Package(
                                                  .product(name: "SystemPackage", package: "swift-system")]),
         // libpci (pciutils) for discovery with pci.ids names; Debian package libpci-dev.
         .systemLibrary(name: "CLibPCI", pkgConfig: "libpci", providers: [.apt(["libpci-dev"])]),
+        // libpcap for capture files tcpdump and Wireshark read (`net fwd --pcap`); Debian package libpcap-dev.
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         // Device drivers over VirtioCore: block.
         .target(name: "VirtioDrivers", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire"]),
         // `virtioctl check`: a scripted conformance suite that names each device-side violation's clause.
@@ -62,7 +64,7 @@ let package = Package(
                 dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser", "VhostUser", "VirtioWire",
                                .product(name: "Logging", package: "swift-log")]),
         // Block load generation: the benchmark workers, attach's background load, one offset stream and clock.
-        .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount"]),
+        .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount", "CPcap"]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
         // malloc interposer: counts heap allocations (process-wide and per thread).
@@ -86,7 +88,7 @@ let package = Package(
         .testTarget(
             name: "VirtioDriverTests",
             dependencies: ["VirtioRing", "VirtioWire", "VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser",
-                           "VirtioAttach", "VirtioCheck", "CShim", "CMallocCount", "TestSupport"]),
+                           "VirtioAttach", "VirtioCheck", "VirtioLoad", "CShim", "CMallocCount", "TestSupport"]),
         // libFuzzer harnesses for bytes a device or peer writes (tools/fuzz; -DFUZZING drops their replay
         // @main, which FuzzReplay provides in plain builds so saved inputs replay in swift test).
         .target(name: "FuzzReplay", path: "Fuzz/Harnesses/FuzzReplay"),

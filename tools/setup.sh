@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the project needs (idempotent; quick when already there).
 # libpci-dev + pkg-config: PCI discovery (the CLibPCI system library target).
+# libpcap-dev: `virtioctl net fwd --pcap` (the CPcap system library target); tcpdump reads the captures back in the tests.
 # The real-device suite (tools/qemu-test) installs QEMU and the guest kernel pieces itself.
 set -euo pipefail
 need=()
-for pkg in libpci-dev pkg-config; do
+for pkg in libpci-dev libpcap-dev tcpdump pkg-config; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

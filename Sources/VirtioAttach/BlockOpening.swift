@@ -51,6 +51,10 @@ struct BlockAttach<U: BlockDeviceUser>: TransportUser {
     @inlinable
     func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> U.Result {
         // Any balloon (software, PCI, vfio-user) gets the hint; other classes BlockDevice refuses itself.
+        if transport.deviceType == .net {
+            throw AttachError.wrongDeviceClass(device: transport.name, is: "virtio-net device",
+                                               verb: "this verb drives block devices (use `virtioctl net info` or `virtioctl net fwd`)")
+        }
         if transport.deviceType == .balloon {
             throw AttachError.wrongDeviceClass(device: transport.name, is: "virtio-balloon",
                                                verb: "this verb drives block devices (use `virtioctl attach` for a balloon)")

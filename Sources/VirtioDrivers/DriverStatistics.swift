@@ -8,6 +8,8 @@ public struct DriverStatistics {
     public let queues: Int
     public let block: Bool
     public let balloon: Bool
+    /// Queue pairs of a net device (0: not one): receive queue 2p and transmit queue 2p+1 get `netCounters`.
+    public let netPairs: Int
     private let index: [String: Int]
 
     public static let queueCounters: [(String, StatType)] = [
@@ -25,12 +27,22 @@ public struct DriverStatistics {
         ("blk_time_in_queue", .cumulative, .seconds, -3),
     ]
 
-    public init(id: String, queues: Int, block: Bool, balloon: Bool) {
+    /// Per net queue (receive and transmit): frames, bytes, drops, errors, and buffers posted (receive).
+    public static let netCounters: [(String, StatUnit)] = [
+        ("net_packets", .none), ("net_bytes", .bytes), ("net_drops", .none), ("net_errors", .none), ("net_refills", .none),
+    ]
+
+    public init(id: String, queues: Int, block: Bool, balloon: Bool, netPairs: Int = 0) {
         var stats: [StatDescriptor] = []
         for q in 0..<queues {
             for (name, type) in Self.queueCounters { stats.append(StatDescriptor(name: "queue\(q)_\(name)", type: type)) }
             stats.append(StatDescriptor(name: "queue\(q)_latency_ns", type: .logHistogram, unit: .seconds, exponent: -9,
                                         size: UInt16(LatencyBuckets.count)))
+        }
+        for q in 0..<2 * netPairs {
+            for (name, unit) in Self.netCounters where q % 2 == 0 || name != "net_refills" {
+                stats.append(StatDescriptor(name: "queue\(q)_\(name)", type: .cumulative, unit: unit))
+            }
         }
         if block {
             for (name, type, unit, exp) in Self.blockCounters {
@@ -50,6 +62,7 @@ public struct DriverStatistics {
         self.queues = queues
         self.block = block
         self.balloon = balloon
+        self.netPairs = netPairs
         var idx: [String: Int] = [:]
         for d in layout.descriptors { idx[d.name] = d.index }
         index = idx
@@ -66,6 +79,12 @@ public struct DriverStatistics {
         if let io, let base = index["queue\(q)_latency_ns"] {
             for b in 0..<LatencyBuckets.count { v[base + b] = io.latency[b] }
         }
+    }
+
+    /// A net queue's counters (`queue` is the virtqueue index: 2p receive, 2p+1 transmit).
+    public func write(netQueue q: Int, _ n: NetQueueStats, to v: StatsValues) {
+        let values = [n.packets, n.bytes, n.drops, n.errors, n.refills]
+        for (i, (name, _)) in Self.netCounters.enumerated() { set(v, "queue\(q)_\(name)", values[i]) }
     }
 
     public func write(block entries: [StatEntry], requests: UInt64, to v: StatsValues) {

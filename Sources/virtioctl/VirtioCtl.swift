@@ -6,7 +6,7 @@ struct VirtioCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtioctl",
         abstract: "Userspace virtio driver control.",
-        subcommands: [Demo.self, List.self, Bind.self, Unbind.self, Info.self, Blk.self, Admin.self, Attach.self, Stats.self, Check.self, Soak.self, Softdev.self,
+        subcommands: [Demo.self, List.self, Bind.self, Unbind.self, Info.self, Blk.self, Net.self, Admin.self, Attach.self, Stats.self, Check.self, Soak.self, Softdev.self,
                       RingDemoCommand.self])
 }
 
