@@ -39,6 +39,8 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     /// The client's interrupt eventfds (received over SCM_RIGHTS; the device holds duplicates).
     private var irqFDs: EventFDSet?
     public private(set) var clientsServed = 0
+    /// Connections that have ended (a `--clients N` stop counts these, never the one being served).
+    public private(set) var clientsFinished = 0
     /// The bound on a silent new client, on the rest of a message once it started, and on a reply
     /// the client will not take. Idle time between messages is not bounded: a driver polling its
     /// rings in shared memory may send nothing for hours.
@@ -82,6 +84,7 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
             device.resetDevice()
             dropClientState()
             conn.close()
+            clientsFinished += 1
             log("client \(clientsServed) left; device reset, DMA unmapped, eventfds closed")
         }
         while !stop() {

@@ -16,6 +16,8 @@ public final class VhostUserBackend<D: VhostUserHostedDevice>: @unchecked Sendab
     public let device: D
     let listenFD: Int32
     public private(set) var clientsServed = 0
+    /// Connections that have ended (a `--clients N` stop counts these, never the one being served).
+    public private(set) var clientsFinished = 0
     /// The bound on the rest of a message once its first byte is in, and on a reply the frontend
     /// will not take. Idle time between messages is not bounded (a running frontend sends nothing).
     public var timeoutMilliseconds = 5_000
@@ -55,6 +57,7 @@ public final class VhostUserBackend<D: VhostUserHostedDevice>: @unchecked Sendab
         defer {
             session.tearDown()
             channel.close()
+            clientsFinished += 1
             log("frontend \(n) left; device reset, memory unmapped, eventfds closed")
             clientLeft(n)
         }

@@ -13,6 +13,8 @@ public protocol VhostUserHostedDevice: AnyObject {
     var hostedFeatures: FeatureSet { get }
     var hostedQueueCount: Int { get }
     var hostedMaxQueueSize: Int { get }
+    /// GET_QUEUE_NUM's answer, in the device type's unit (virtqueues for blk, queue pairs for net).
+    var hostedQueueNumber: Int { get }
     var hostedConfig: [UInt8] { get }
     /// The frontend's memory: guest-physical `address` is at `pointer`, for `length` bytes, mapped for as
     /// long as `owner` lives (the device keeps it while it may still touch the memory). Nil or why not.
@@ -110,7 +112,7 @@ final class BackendSession<D: VhostUserHostedDevice> {
             case .getFeatures:
                 return answer(m, VhostUserU64.encode(device.hostedFeatures.rawValue | 1 << UInt64(VhostUserWire.protocolFeaturesBit)))
             case .getProtocolFeatures: return answer(m, VhostUserU64.encode(Self.offeredProtocol.rawValue))
-            case .getQueueNum: return answer(m, VhostUserU64.encode(UInt64(rings.count)))
+            case .getQueueNum: return answer(m, VhostUserU64.encode(UInt64(device.hostedQueueNumber)))
             case .setOwner, .resetOwner:
                 try expectSize(m.payload, 0, kind.specName)
                 if kind == .resetOwner { tearDown() }

@@ -7,7 +7,7 @@ import VirtioWire
 import Glibc
 #endif
 
-/// How to reach a vhost-user backend: `vhost-user:PATH[,type=blk][,timeout=MS][,queue_size=N]`.
+/// How to reach a vhost-user backend: `vhost-user:PATH[,type=blk|net][,timeout=MS][,queue_size=N][,queues=N][,mac=M]`.
 public struct VhostUserFrontendOptions: Sendable {
     public var path: String
     /// vhost-user does not say what the device is; the spelling does (blk by default).
@@ -20,6 +20,10 @@ public struct VhostUserFrontendOptions: Sendable {
     public var maxQueueSize = 256
     /// Where the region sits in the backend's guest-physical space (descriptor addresses).
     public var guestBase: UInt64 = 0x4000_0000
+    /// net: the queue pairs offered to the driver (within the backend's GET_QUEUE_NUM; 1 without MQ).
+    public var netPairs = 1
+    /// net: the MAC the emulated config shows (a random locally administered one when nil).
+    public var mac: [UInt8]?
     public init(path: String) { self.path = path }
 }
 
@@ -37,14 +41,21 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     let memory: SharedDMAMemory
     public var dma: any DMAAllocator { memory }
     public let options: VhostUserFrontendOptions
-    /// Device feature bits the backend offered (transport bits 26 and 30 removed).
+    /// Device feature bits the driver is offered: the backend's (transport bits 26 and 30 removed),
+    /// for net with the emulated config and control-queue bits.
     public let offered: FeatureSet
+    /// What the backend itself offered (bits 26 and 30 removed).
+    public let backendOffered: FeatureSet
     /// The backend's whole GET_FEATURES answer.
     public let offeredRaw: UInt64
     public let protocolOffered: FeatureSet
     public let protocolNegotiated: FeatureSet
-    /// Virtqueues the backend serves (GET_QUEUE_NUM with MQ, else one).
+    /// Virtqueues the driver sees (GET_QUEUE_NUM with MQ, else one; net: 2 per pair and the control queue).
     public let queueCount: Int
+    /// Rings that live at the backend (net: 2 per pair; the control queue is served here).
+    public let backendRings: Int
+    /// The net device's emulated config and control queue (nil for other classes).
+    let net: NetEmulation?
     /// The backend's GET_QUEUE_NUM answer, as it came (nil without MQ).
     public let queueNumReply: UInt64?
     let kicks: EventFDSet
@@ -53,10 +64,11 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     private var interrupts: EventFDSet?
     private var status: DeviceStatus = []
     private var driverFeatures: FeatureSet = []
+    var negotiatedFeatures: FeatureSet { driverFeatures }
     private var config: [UInt8]
     private var generation: UInt8 = 0
     private var vectors: [Int: UInt16] = [:]
-    private var started: Set<Int> = []
+    var started: Set<Int> = []
     /// GET_VRING_BASE answers at the last stop, per queue (what the device had consumed).
     public private(set) var stoppedAt: [Int: UInt32] = [:]
 
@@ -77,7 +89,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
             var device = FeatureSet(rawValue: raw)
             device.remove(VhostUserWire.protocolFeaturesBit)
             device.remove(VhostUserWire.logAllBit)
-            offered = device
+            backendOffered = device
             // Step 2: protocol features; only what this frontend implements (never STATUS, INFLIGHT, mem slots).
             let proto = try session.getU64(.getProtocolFeatures)
             protocolOffered = FeatureSet(rawValue: proto)
@@ -87,22 +99,41 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
             // Sent bare: before REPLY_ACK is agreed, an ack is not promised (rust-vmm/vhost#45).
             try session.set(.setProtocolFeatures, payload: VhostUserU64.encode(protocolNegotiated.rawValue), ack: false)
             session.replyAck = protocolNegotiated.contains(VhostUserProtocolFeature.replyAck)
+            var rings = 1
             if protocolNegotiated.contains(VhostUserProtocolFeature.mq) {
                 let n = try session.getU64(.getQueueNum)
                 queueNumReply = n
                 // Vring messages carry an 8-bit index: 256 rings at most (DPDK answers 128 pairs).
                 guard n >= 1, n <= 256 else { throw VhostUserError.protocolError("\(channel.peer): GET_QUEUE_NUM answered \(n) (1 to 256 expected)") }
-                queueCount = Int(n)
+                rings = Int(n)
             } else {
                 queueNumReply = nil
-                queueCount = options.deviceType == .net ? 2 : 1
+            }
+            if options.deviceType == .net {
+                // Net backends count GET_QUEUE_NUM in queue pairs (DPDK: always 128), and MQ needs the feature bit too.
+                let available = device.contains(NetFeature.mq) && queueNumReply != nil ? min(rings, 128) : 1
+                guard options.netPairs <= available else {
+                    throw VhostUserError.refused("\(channel.peer): \(options.netPairs) queue pairs asked; the backend serves \(available)\(queueNumReply == nil ? " (no MQ)" : "")")
+                }
+                let emulation = NetEmulation(pairs: max(1, options.netPairs), mac: options.mac)
+                net = emulation
+                backendRings = 2 * emulation.pairs
+                queueCount = backendRings + 1
+                offered = emulation.offered(backend: device)
+            } else {
+                net = nil
+                backendRings = rings
+                queueCount = rings
+                offered = device
             }
             try session.set(.setOwner)
-            config = try Self.fetchConfig(session, type: options.deviceType, negotiated: protocolNegotiated)
+            if let net { config = net.configBytes } else {
+                config = try Self.fetchConfig(session, type: options.deviceType, negotiated: protocolNegotiated)
+            }
             do {
                 memory = try SharedDMAMemory(size: options.dmaBytes, deviceBase: options.guestBase)
-                kicks = try EventFDSet(count: queueCount)
-                quietCalls = try EventFDSet(count: queueCount)
+                kicks = try EventFDSet(count: backendRings)
+                quietCalls = try EventFDSet(count: backendRings)
             } catch { throw VhostUserError.io("\(channel.peer): \(error)") }
             // The memory table precedes every SET_VRING_ADDR; one region, the whole arena.
             let region = VhostMemoryRegion(guestAddress: memory.deviceBase, size: UInt64(memory.size),
@@ -143,7 +174,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     let kickFailure = Mutex<String?>(nil)
     public var deviceConfigLength: Int { config.count }
 
-    private func peer(_ e: VhostUserError) -> VirtioError { .transport(TransportError(name, .peer(TransportCause(e)))) }
+    func peer(_ e: VhostUserError) -> VirtioError { .transport(TransportError(name, .peer(TransportCause(e)))) }
 
     /// The status kept here; all ones once the backend has gone (as a removed PCI function reads),
     /// so a driver polling for a completion that will never come notices within its health-check period.
@@ -156,12 +187,17 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
             stopRings()
             status = []
             driverFeatures = []
+            if let net {
+                net.reset()
+                replaceConfig(net.configBytes)
+            }
             return
         }
         var next = new
         if new.contains(.featuresOK), !status.contains(.featuresOK) {
             // SET_FEATURES precedes every per-ring message (DPDK picks split or packed from it).
-            let bits = driverFeatures.rawValue | 1 << UInt64(VhostUserWire.protocolFeaturesBit)
+            let toBackend = net?.toBackend(driver: driverFeatures, backend: backendOffered) ?? driverFeatures
+            let bits = toBackend.rawValue | 1 << UInt64(VhostUserWire.protocolFeaturesBit)
             do { try session.set(.setFeatures, payload: VhostUserU64.encode(bits)) } catch {
                 if case .refused = error { next.remove(.featuresOK) } else { throw peer(error) }
             }
@@ -184,6 +220,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     public func setUpQueue(_ queue: Int, size: Int, addresses: QueueAddresses, vector: UInt16?,
                            features: FeatureSet) throws(VirtioError) -> QueueSetup {
         guard queue >= 0, queue < queueCount else { throw .noSuchQueue(queue: queue, available: queueCount) }
+        if queue == controlQueueIndex { return try setUpControlQueue(size: size, addresses: addresses, vector: vector, features: features) }
         let packed = features.contains(VirtioFeature.ringPacked)
         let areas: RingAreas
         do { areas = try RingAreas(packed: packed, queueSize: size) } catch {
@@ -209,6 +246,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     }
 
     public func enableQueue(_ queue: Int) throws(VirtioError) {
+        if queue == controlQueueIndex { return }
         guard queue >= 0, queue < queueCount, let kick = kicks[queue] else { throw .noSuchQueue(queue: queue, available: queueCount) }
         let call = vectors[queue].flatMap { v in interrupts?[Int(v)] } ?? quietCalls[queue]
         guard let call else { throw peer(.io("queue \(queue): no call eventfd (the transport is closed)")) }
@@ -216,7 +254,10 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
         do throws(VhostUserError) {
             try session.set(.setVringKick, payload: VringFile(index: index, noFD: false).encoded, fds: [kick])
             try session.set(.setVringCall, payload: VringFile(index: index, noFD: false).encoded, fds: [call])
-            try session.set(.setVringEnable, payload: VringState(index: UInt32(queue), num: 1).encoded)
+            // Net: pairs past the first wait for VQ_PAIRS_SET (only pair 0 has to be ready, vhost-user.md §7).
+            if queue < 2 * (net?.activePairs ?? Int.max / 2) {
+                try session.set(.setVringEnable, payload: VringState(index: UInt32(queue), num: 1).encoded)
+            }
         } catch { throw peer(error) }
         started.insert(queue)
     }
@@ -240,7 +281,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
 
     /// The config is fetched again for each generation read: a change between two reads shows as a new generation.
     public func configGeneration() throws(VirtioError) -> UInt8 {
-        guard !config.isEmpty else { return generation }
+        guard !config.isEmpty, net == nil else { return generation }
         do {
             let now = try Self.fetchConfig(session, type: options.deviceType, negotiated: protocolNegotiated)
             if now != config {
@@ -261,7 +302,8 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     }
 
     public func writeDeviceConfig(offset: Int, width: Int, value: UInt64) throws(VirtioError) {
-        guard offset >= 0, width > 0, offset + width <= config.count else {
+        // The net config is read-only (the MAC changes through the control queue).
+        guard offset >= 0, net == nil, width > 0, offset + width <= config.count else {
             throw .configOutOfRange(offset: offset, width: width, length: config.count)
         }
         let bytes = (0..<width).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64($0))) }
@@ -272,6 +314,7 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
     /// A kick: one eventfd write. Never blocks (the eventfd is non-blocking; its counter cannot fill).
     @inlinable
     public func notify(_ target: NotifyTarget, value: UInt32) {
+        if target.location == Self.controlQueueMarker { return serveControlQueue() }
         var one: UInt64 = 1
         if write(Int32(truncatingIfNeeded: target.location), &one, 8) != 8 { recordKickFailure(errno) }
     }
@@ -293,6 +336,27 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
         return interrupts?.raw ?? []
     }
 
+    func interruptFD(_ vector: UInt16) -> Int32? { interrupts?[Int(vector)] }
+
+    /// A config the frontend keeps changed (net: MAC_ADDR_SET): the generation moves with it.
+    func replaceConfig(_ bytes: [UInt8]) {
+        guard bytes != config else { return }
+        config = bytes
+        generation &+= 1
+    }
+
+    /// VQ_PAIRS_SET: SET_VRING_ENABLE 1 for the rings of the first `n` pairs that are set up, 0 for the rest.
+    func enablePairs(_ n: Int) -> Bool {
+        guard let net else { return false }
+        do throws(VhostUserError) {
+            for q in started.sorted() where q < 2 * net.pairs {
+                try session.set(.setVringEnable, payload: VringState(index: UInt32(q), num: q < 2 * n ? 1 : 0).encoded)
+            }
+        } catch { return false }
+        net.activePairs = n
+        return true
+    }
+
     public func disableInterrupts() {
         interrupts?.close()
         interrupts = nil
@@ -308,7 +372,8 @@ public final class VhostUserFrontend: VirtioTransport, TransportDescribing, @unc
          ("features", "0x\(String(offeredRaw, radix: 16))"),
          ("protocol", "offered 0x\(String(protocolOffered.rawValue, radix: 16)), negotiated 0x\(String(protocolNegotiated.rawValue, radix: 16))"),
          ("queues", queueNumReply.map { "\(queueCount) (GET_QUEUE_NUM \($0))" } ?? "\(queueCount) (no MQ)"),
-         ("config", config.isEmpty ? "none (no CONFIG)" : "\(config.count) bytes through GET_CONFIG"),
+         ("config", net != nil ? "\(config.count) bytes emulated here (MAC, link up, max pairs); control queue served here"
+                    : config.isEmpty ? "none (no CONFIG)" : "\(config.count) bytes through GET_CONFIG"),
          ("dma", "memfd, \(memory.size / 1048576) MiB at guest-physical 0x\(String(memory.deviceBase, radix: 16))")]
     }
 }

@@ -68,6 +68,15 @@ public enum SoftFunction {
         }
     }
 
+    /// Every violation seen, including those only counted (the log keeps a few of each rule).
+    public var violationTotal: Int {
+        switch self {
+        case let .block(f): f.log.violationTotal + (f.admin?.log.violationTotal ?? 0)
+        case let .balloon(f): f.log.violationTotal
+        case let .net(f): f.log.violationTotal
+        }
+    }
+
     public var block: SoftPCIFunction<SoftBlock>? {
         if case let .block(f) = self { f } else { nil }
     }
@@ -154,6 +163,9 @@ public enum DeviceOpening {
         o.dmaBytes = options.dmaBytes
         o.timeoutMilliseconds = spec.timeoutMilliseconds ?? options.peerTimeoutMilliseconds ?? o.timeoutMilliseconds
         if let n = spec.maxQueueSize { o.maxQueueSize = n }
+        // net: the pairs offered to the driver follow the spelling, else `--queues`.
+        if spec.deviceType == .net { o.netPairs = spec.netPairs ?? options.queues.map { max(1, min($0, 128)) } ?? 1 }
+        o.mac = spec.mac?.array
         return try VhostUserFrontend(o)
     }
 

@@ -30,6 +30,14 @@ extension SoftFunction {
         }
     }
 
+    /// A net function's frame counters so far (nil for other types), for a person watching a server.
+    public var trafficSummary: String? {
+        guard case let .net(f) = self else { return nil }
+        let c = f.personality.counters
+        return "soft:net counters so far: driver transmitted \(c.txFrames) frames (\(c.txBytes) bytes, \(c.txDropped) dropped), "
+            + "driver received \(c.rxFrames) frames (\(c.rxBytes) bytes), \(c.rxDropped) dropped for want of buffers, \(c.rxFiltered) filtered"
+    }
+
     /// Serves the function over vfio-user on `path`, one client at a time, until `stop` returns
     /// true (checked between clients and while idle); returns how many clients were served.
     public func serveVFIOUser(path: String, options: HostingOptions, stop: @escaping (_ served: Int) -> Bool) throws -> Int {
@@ -48,7 +56,7 @@ extension SoftFunction {
         server.timeoutMilliseconds = options.timeoutMilliseconds
         if let log = options.log { server.log = log }
         server.warn = options.warn
-        server.run { stop(server.clientsServed) }
+        server.run { stop(server.clientsFinished) }
         return server.clientsServed
     }
 
@@ -73,15 +81,19 @@ extension SoftFunction {
         backend.devicePolls = options.poll
         if let log = options.log { backend.log = log }
         backend.warn = options.warn
-        var reported = 0
+        var reported = 0, reportedTotal = 0
         backend.clientLeft = { n in
-            let all = soft.violations
+            let all = soft.violations, total = soft.violationTotal
             let new = all.dropFirst(reported)
+            let counted = total - reportedTotal - new.count
             reported = all.count
-            if new.isEmpty { (options.log ?? { _ in })("frontend \(n): no driver conformance violations") }
+            reportedTotal = total
+            if let traffic = soft.trafficSummary { options.warn("frontend \(n): \(traffic)") }
+            if total == reportedTotal, new.isEmpty, counted == 0 { (options.log ?? { _ in })("frontend \(n): no driver conformance violations") }
             for v in new { options.warn("frontend \(n): driver violation: \(v)") }
+            if counted > 0 { options.warn("frontend \(n): \(counted) more driver violations of the rules above (counted, not kept)") }
         }
-        backend.run { stop(backend.clientsServed) }
+        backend.run { stop(backend.clientsFinished) }
         return backend.clientsServed
     }
 }

@@ -105,9 +105,10 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
 
     /// Receives up to `burst.capacity` frames: the previous burst's buffers go back to the device,
     /// then used buffers are checked (digest §10 H2-H7) and lent to the caller, then the ring is
-    /// refilled. Throws when the device broke a rule; the queue is then broken for good.
+    /// refilled (unless `refilling` is false: a drain at the end, so the peer can fill no more than
+    /// it was given). Throws when the device broke a rule; the queue is then broken for good.
     @inlinable
-    public mutating func receive(into burst: inout NetRxBurst) throws(NetError) -> Int {
+    public mutating func receive(into burst: inout NetRxBurst, refilling: Bool = true) throws(NetError) -> Int {
         if let violation {
             burst.filled = 0
             throw .violation(violation)
@@ -194,7 +195,7 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
             stats.packets &+= 1
             stats.bytes &+= UInt64(total)
         }
-        try refill()
+        if refilling { try refill() }
         return burst.count
     }
 

@@ -155,9 +155,23 @@ public enum NetForwarder {
                 if idleTurns > 1000 { sched_yield() }
             }
         }
+        // Let what is in flight finish so the totals on both sides agree: transmit buffers are
+        // reclaimed, and frames already in the receive rings are counted, nothing more posted.
+        let end = monotonicNanoseconds() &+ 500_000_000
+        for p in 0..<pairs {
+            while (try? net.tx(p).pointee.reclaim()) != nil, net.tx(p).pointee.inFlight > 0, monotonicNanoseconds() < end { sched_yield() }
+        }
+        if o.mode != .txonly {
+            var quietSince = monotonicNanoseconds()
+            while monotonicNanoseconds() &- quietSince < 20_000_000, monotonicNanoseconds() < end {
+                for p in 0..<pairs {
+                    let n = try net.rx(p).pointee.receive(into: &bursts[p], refilling: false)
+                    if n > 0 { quietSince = monotonicNanoseconds() }
+                    if let capture { for i in 0..<n { record(bursts[p], i, capture, scratch) } }
+                }
+            }
+        }
         capture?.flush()
-        // Let what is in flight finish so the totals on both sides agree.
-        for p in 0..<pairs { try? net.tx(p).pointee.reclaim() }
         return totals(net, extra, start)
     }
 

@@ -26,16 +26,33 @@ public struct ConformanceViolation: Sendable, Equatable, CustomStringConvertible
     public var description: String { "\(detail) (\(rule))" }
 }
 
-/// The device's record of what the driver did and which rules it broke.
+/// The device's record of what the driver did and which rules it broke. A driver that breaks a
+/// rule on every frame (DPDK's num_buffers in io mode) must not grow it without bound: the first
+/// `keptPerRule` violations of each rule are kept in full, the rest only counted.
 public final class ConformanceLog: Sendable {
-    private let state = Mutex<([SoftEvent], [ConformanceViolation])>(([], []))
-
-    public var events: [SoftEvent] { state.withLock { $0.0 } }
-    public var violations: [ConformanceViolation] { state.withLock { $0.1 } }
-
-    func record(_ e: SoftEvent) { state.withLock { $0.0.append(e) } }
-    func violation(_ rule: String, _ detail: String) {
-        state.withLock { $0.1.append(ConformanceViolation(rule: rule, detail: detail)) }
+    private struct State {
+        var events: [SoftEvent] = []
+        var violations: [ConformanceViolation] = []
+        var counts: [String: Int] = [:]
+        var total = 0
     }
-    public func clear() { state.withLock { $0 = ([], []) } }
+    private let state = Mutex<State>(State())
+    public static let keptPerRule = 8
+
+    public var events: [SoftEvent] { state.withLock { $0.events } }
+    /// The violations kept, in order (at most `keptPerRule` of each rule).
+    public var violations: [ConformanceViolation] { state.withLock { $0.violations } }
+    /// Every violation seen, kept or only counted.
+    public var violationTotal: Int { state.withLock { $0.total } }
+
+    func record(_ e: SoftEvent) { state.withLock { $0.events.append(e) } }
+    func violation(_ rule: String, _ detail: String) {
+        state.withLock { s in
+            s.total += 1
+            let n = s.counts[rule, default: 0] + 1
+            s.counts[rule] = n
+            if n <= Self.keptPerRule { s.violations.append(ConformanceViolation(rule: rule, detail: detail)) }
+        }
+    }
+    public func clear() { state.withLock { $0 = State() } }
 }

@@ -71,6 +71,15 @@ public final class SoftNet: SoftPersonality, @unchecked Sendable {
     public var queueCount: Int { 2 * pairs + (options.controlQueue ? 1 : 0) }
     /// A vhost-user frontend serves the control queue itself (QEMU, DPDK virtio-user): only data rings.
     public var vhostQueueCount: Int { 2 * pairs }
+    public var vhostQueueNumber: Int { pairs }
+
+    /// Over vhost-user VQ_PAIRS_SET stays with the frontend, which enables and disables rings for it:
+    /// the pairs in use reach to the last one with a running ring (a frontend stopping rings one by
+    /// one at the end, pair 0 first, leaves the others' frames in range).
+    public func hostedRingsChanged(running: (Int) -> Bool) {
+        let last = (0..<pairs).last { running(2 * $0) || running(2 * $0 + 1) }
+        activePairsCount.store(max(1, (last ?? 0) + 1), ordering: .relaxed)
+    }
     public var maxQueueSize: Int { options.queueSize }
     public func isReceiveQueue(_ queue: Int) -> Bool { queue < 2 * pairs && queue % 2 == 0 }
 

@@ -31,6 +31,11 @@ public protocol SoftPersonality: AnyObject, Sendable {
     var statisticsSink: SoftStatsSink? { get }
     /// Queues a vhost-user frontend drives (the rest need PCI registers or the frontend serves them).
     var vhostQueueCount: Int { get }
+    /// GET_QUEUE_NUM's answer: virtqueues for blk (qemu-storage-daemon's unit), queue pairs for net (DPDK's and QEMU's).
+    var vhostQueueNumber: Int { get }
+    /// Over vhost-user the frontend keeps the control queue and enables rings pair by pair
+    /// (SET_VRING_ENABLE): told which hosted rings run now.
+    func hostedRingsChanged(running: (Int) -> Bool)
     /// The driver reset the device: state it changed goes back (before `configBytes` is read again).
     func deviceReset()
     /// A receive queue (net): its buffers wait for frames instead of being served as requests.
@@ -45,6 +50,8 @@ extension SoftPersonality {
     public var statisticsSink: SoftStatsSink? { nil }
     public func deviceReset() {}
     public var vhostQueueCount: Int { statisticsQueue ?? queueCount }
+    public var vhostQueueNumber: Int { vhostQueueCount }
+    public func hostedRingsChanged(running: (Int) -> Bool) {}
     public func isReceiveQueue(_ queue: Int) -> Bool { false }
     public func originate(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> Int? { nil }
 }

@@ -24,6 +24,12 @@ extension SoftPCIFunction {
     /// statistics queue comes after the request queues).
     public var hostedQueueCount: Int { personality.vhostQueueCount }
     public var hostedMaxQueueSize: Int { personality.maxQueueSize }
+    /// What GET_QUEUE_NUM answers (virtqueues for blk, queue pairs for net).
+    public var hostedQueueNumber: Int { personality.vhostQueueNumber }
+
+    private func hostedRingsChanged() {
+        personality.hostedRingsChanged { q in registers.withLock { $0.queues[q].enabled } }
+    }
 
     /// The device-specific configuration as the driver would read it.
     public var hostedConfig: [UInt8] { deviceConfigSnapshot }
@@ -68,6 +74,7 @@ extension SoftPCIFunction {
                                interruptFD: call, resume: resume)
         if let why = queues[queue].start(start, memory: arena) { return why }
         registers.withLock { $0.queues[queue].enabled = true }
+        hostedRingsChanged()
         return nil
     }
 
@@ -76,6 +83,7 @@ extension SoftPCIFunction {
         guard queue >= 0, queue < hostedQueueCount else { return nil }
         let at = queues[queue].stopAndReport()
         registers.withLock { $0.queues[queue].enabled = false }
+        hostedRingsChanged()
         return at
     }
 
