@@ -37,6 +37,8 @@ struct EngineState: ~Copyable, @unchecked Sendable {
 /// One device queue of the software function: pops requests, hands them to the personality,
 /// and returns them in order under IN_ORDER and deliberately out of order (reversed per batch) otherwise.
 final class SoftQueue: @unchecked Sendable {
+    /// Requests served before their used entries are returned (one batch, one notification decision).
+    static let batchLimit = 32
     let index: Int
     let state: Mutex<EngineState>
     let notifyCount = Atomic<Int>(0)
@@ -149,7 +151,10 @@ final class SoftQueue: @unchecked Sendable {
         s.ring!.disableAvailNotifications()
         repeat {
             var n = 0
-            while n < s.batchIDs.count {
+            // At most 32 before the used entries go back (DPDK vhost's MAX_PKT_BURST): a driver that
+            // resubmits as fast as it completes (io forwarding over a loop) would otherwise grow one
+            // batch to the whole ring while its own transmit ring fills with buffers held here.
+            while n < min(s.batchIDs.count, Self.batchLimit) {
                 let chain: AvailableChain?
                 do { chain = try s.ring!.popAvailable(into: s.scratch) } catch {
                     failure = "queue \(index): \(error)"

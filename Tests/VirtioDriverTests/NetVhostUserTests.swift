@@ -29,12 +29,14 @@ import Testing
         #expect(s0 == 0, "\(e0)")
         let i = json(info)
         #expect(i["mac"] as? String == "02:00:00:00:00:07" && i["queue_pairs"] as? Int == 2 && i["control_queue"] as? Bool == true, "\(info)")
-        // txonly on 2 pairs: VQ_PAIRS_SET went through the emulated control queue and enabled pair 1's
-        // rings at the backend (a frame on a ring it had not enabled would be a violation below).
-        let (s1, out, e1) = try virtioctl(["net", "fwd", "vhost-user:\(sock),type=net,queues=2", "--queues", "2", "--mode", "txonly",
-                                           "--frames", "5000", "--duration", "20", "--quiet", "-o", "json"])
+        // io on 2 pairs: VQ_PAIRS_SET went through the emulated control queue and enabled pair 1's
+        // rings at the backend (a frame on a ring it had not enabled would be a violation below);
+        // frames loop without a drop (a device that held completions for a whole ring stalled here).
+        let (s1, out, e1) = try virtioctl(["net", "fwd", "vhost-user:\(sock),type=net,queues=2", "--queues", "2", "--mode", "io",
+                                           "--tx-first", "--frames", "20000", "--duration", "30", "--quiet", "-o", "json"])
         #expect(s1 == 0, "\(e1)")
-        #expect(packets(json(out), "tx") >= 5000, "\(out)")
+        let j = json(out)
+        #expect(packets(j, "rx") >= 20000 && (j["tx"] as? [String: Any])?["drops"] as? Int == 0, "\(out)")
         let (s2, ctrl, e2) = try virtioctl(["net", "ctrl", "vhost-user:\(sock),type=net", "--promisc", "off", "--mac", "02:00:00:00:00:09"])
         #expect(s2 == 0, "\(ctrl) \(e2)")
         p.waitUntilExit()
