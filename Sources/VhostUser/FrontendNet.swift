@@ -16,8 +16,6 @@ final class NetEmulation {
     var mac: [UInt8]
     /// Pairs whose rings the backend has enabled (1 until VQ_PAIRS_SET).
     var activePairs = 1
-    var promiscuous = true, allMulticast = false
-    var commands: UInt64 = 0, refused: UInt64 = 0
     /// The control ring while the driver has it set up.
     var control: ControlRing?
     /// Why the control queue stopped being served (a chain the frontend could not read).
@@ -71,8 +69,6 @@ final class NetEmulation {
         broken = nil
         mac = initialMAC
         activePairs = 1
-        promiscuous = true
-        allMulticast = false
     }
 }
 
@@ -153,8 +149,6 @@ extension VhostUserFrontend {
               let ackAt = memory.pointer(at: elements[readable].address, length: 1) else { return 0 }
         var ack = NetControl.err
         if bytes.count >= 2 { ack = execute(net, bytes[0], bytes[1], Array(bytes[2...])) ? NetControl.ok : NetControl.err }
-        net.commands &+= 1
-        if ack != NetControl.ok { net.refused &+= 1 }
         ackAt.storeBytes(of: ack, as: UInt8.self)
         return 1
     }
@@ -164,9 +158,8 @@ extension VhostUserFrontend {
         let f = negotiatedFeatures
         switch (cls, cmd) {
         case (NetControl.classRX, NetControl.rxPromisc), (NetControl.classRX, NetControl.rxAllMulti):
-            guard f.contains(NetFeature.ctrlRX), data.count == 1, data[0] <= 1 else { return false }
-            if cmd == NetControl.rxPromisc { net.promiscuous = data[0] == 1 } else { net.allMulticast = data[0] == 1 }
-            return true
+            // Accepted, as virtio-user does: the backend filters nothing (it sees every frame).
+            return f.contains(NetFeature.ctrlRX) && data.count == 1 && data[0] <= 1
         case (NetControl.classMAC, NetControl.macAddrSet):
             guard f.contains(NetFeature.ctrlMACAddr), data.count == 6, data[0] & 1 == 0 else { return false }
             net.mac = data
@@ -174,7 +167,7 @@ extension VhostUserFrontend {
             return true
         case (NetControl.classMAC, NetControl.macTableSet):
             // Accepted, as virtio-user does: the backend filters nothing (it sees every frame).
-            return f.contains(NetFeature.ctrlRX) && Self.macTablesAddUp(data)
+            return f.contains(NetFeature.ctrlRX) && NetControl.macTables(data) != nil
         case (NetControl.classMQ, NetControl.mqPairsSet):
             guard f.contains(NetFeature.mq), data.count == 2 else { return false }
             let n = Int(data[0]) | Int(data[1]) << 8
@@ -185,13 +178,4 @@ extension VhostUserFrontend {
         }
     }
 
-    /// TABLE_SET data: le32 N, N addresses, le32 M, M addresses, nothing more.
-    static func macTablesAddUp(_ d: [UInt8]) -> Bool {
-        func u32(_ o: Int) -> Int? {
-            guard o + 4 <= d.count else { return nil }
-            return Int(d[o]) | Int(d[o + 1]) << 8 | Int(d[o + 2]) << 16 | Int(d[o + 3]) << 24
-        }
-        guard let n = u32(0), n <= 1024, let m = u32(4 + 6 * n), m <= 1024 else { return false }
-        return 8 + 6 * (n + m) == d.count
-    }
 }

@@ -63,7 +63,7 @@ extension SoftNet {
                           "MAC command \(cmd)")
                 return false
             }
-            guard let tables = Self.macTables(data) else {
+            guard let tables = NetControl.macTables(data) else {
                 violation("net Setting MAC Address Filtering: TABLE_SET data is le32 N, N addresses, le32 M, M addresses",
                           "TABLE_SET of \(data.count) bytes that do not add up")
                 return false
@@ -98,19 +98,5 @@ extension SoftNet {
         default:
             return false
         }
-    }
-
-    /// TABLE_SET's two le32-counted tables, or nil when the sizes do not add up (F4).
-    static func macTables(_ d: [UInt8]) -> ([[UInt8]], [[UInt8]])? {
-        func u32(_ o: Int) -> Int? {
-            guard o + 4 <= d.count else { return nil }
-            return Int(d[o]) | Int(d[o + 1]) << 8 | Int(d[o + 2]) << 16 | Int(d[o + 3]) << 24
-        }
-        guard let n = u32(0), n <= 1024, 4 + 6 * n + 4 <= d.count, let m = u32(4 + 6 * n), m <= 1024,
-              8 + 6 * (n + m) == d.count else { return nil }
-        let uni = (0..<n).map { Array(d[(4 + 6 * $0)..<(10 + 6 * $0)]) }
-        let base = 8 + 6 * n
-        let multi = (0..<m).map { Array(d[(base + 6 * $0)..<(base + 6 + 6 * $0)]) }
-        return (uni, multi)
     }
 }

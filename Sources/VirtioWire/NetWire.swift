@@ -77,4 +77,19 @@ public enum NetControl {
     public static let announceAck: UInt8 = 0, mqPairsSet: UInt8 = 0, mqRSSConfig: UInt8 = 1, mqHashConfig: UInt8 = 2
     /// VQ_PAIRS_SET's bounds (`VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN/MAX`).
     public static let pairsMin: UInt16 = 1, pairsMax: UInt16 = 0x8000
+
+    /// TABLE_SET's data: le32 N, N unicast addresses, le32 M, M multicast addresses, nothing more
+    /// (at most 1024 each); nil when the sizes do not add up.
+    public static func macTables(_ d: [UInt8]) -> (unicast: [[UInt8]], multicast: [[UInt8]])? {
+        func u32(_ o: Int) -> Int? {
+            guard o + 4 <= d.count else { return nil }
+            return Int(d[o]) | Int(d[o + 1]) << 8 | Int(d[o + 2]) << 16 | Int(d[o + 3]) << 24
+        }
+        guard let n = u32(0), n <= 1024, 4 + 6 * n + 4 <= d.count, let m = u32(4 + 6 * n), m <= 1024,
+              8 + 6 * (n + m) == d.count else { return nil }
+        let uni = (0..<n).map { Array(d[(4 + 6 * $0)..<(10 + 6 * $0)]) }
+        let base = 8 + 6 * n
+        let multi = (0..<m).map { Array(d[(base + 6 * $0)..<(base + 6 + 6 * $0)]) }
+        return (uni, multi)
+    }
 }
