@@ -67,4 +67,17 @@ import Testing
         let log = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(!log.contains("driver violation"), "\(log)")
     }
+
+    @Test func aFrozenBackendEndsTheRunWithinItsBounds() throws {
+        let sock = "/tmp/net-frozen-\(getpid()).sock"
+        let (p, _) = try serve(["--vhost-user", sock, "soft:net,backend=null"], sockets: [sock])
+        defer { kill(p.processIdentifier, SIGCONT); if p.isRunning { kill(p.processIdentifier, SIGKILL) }; p.waitUntilExit(); unlink(sock) }
+        // The backend stops serving (SIGSTOP) mid-run with frames in flight: the end-of-run wait for
+        // them (0.5 s) and the stop's GET_VRING_BASE (timeout=1000) bound the run: it ends (without them it would wait forever) and still reports.
+        let freeze = Thread { usleep(700_000); kill(p.processIdentifier, SIGSTOP) }
+        freeze.start()
+        let (s, out, e) = try virtioctl(["net", "fwd", "vhost-user:\(sock),type=net,timeout=1000", "--mode", "txonly",
+                                         "--duration", "1.5", "--quiet", "-o", "json"])
+        #expect(s == 0 && packets(json(out), "tx") > 0, "\(s) \(out) \(e)")
+    }
 }
