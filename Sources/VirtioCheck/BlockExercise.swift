@@ -156,7 +156,7 @@ struct BlockExercise<T: VirtioTransport> {
             if spins & 255 == 0 {
                 do { try blk.device.checkHealth() } catch { return Classify.finding(error) }
                 if monotonicMilliseconds() > deadline {
-                    return Classify.finding(.timeout(milliseconds: timeoutMilliseconds,
+                    return Classify.finding(BlockError.timeout(milliseconds: timeoutMilliseconds,
                                                      what: "\(submitted - done) of \(submitted) \(op)s"))
                 }
                 if spins > 4096 { usleep(50) }  // a slow (emulated) device: stop burning the CPU it needs

@@ -24,6 +24,9 @@ enum Clause {
     static let adminStatus = "Administration virtqueues (admin.tex): status and status_qualifier hold defined values (a driver reads any other as a command error)"
     static let adminResult = "Administration virtqueues (admin.tex): the device writes the whole command_specific_result of a successful command (the driver zero-fills what is missing)"
     static let adminCompletes = "Administration virtqueues (admin.tex): the device completes each admin command"
+    static let netConfig = "Network Device / Device configuration layout (device-types/net): the configuration fields hold values the device supports"
+    static let netControlAccepted = "Network Device / Control Virtqueue (device-types/net): a command of a negotiated class is carried out and acked VIRTIO_NET_OK"
+    static let netDelivers = "Network Device / Device Operation (device-types/net): a transmitted frame reaches the link, and a frame from the link reaches a posted receive buffer"
     static let checker = "not the device: virtioctl check itself could not run this step (please report it)"
 }
 

@@ -9,6 +9,8 @@ public struct CheckOptions: Sendable {
     public var timeoutMilliseconds = 5_000
     /// Write test patterns (the original contents are read first and put back at the end). Off: reads only.
     public var writes = true
+    /// The addresses the virtio-net frame steps use.
+    public var net = NetCheckAddresses()
     public init() {}
 }
 
@@ -58,6 +60,11 @@ public final class DeviceChecker<T: VirtioTransport> {
             ("reset", resetStep), ("features", featureStep), ("config", configStep),
         ]
         for (_, step) in steps where !record(step()) { return }
+        if transport.deviceType == .net {
+            for step in netSteps() where !record(step()) { return }
+            _ = record(adminStep())
+            return
+        }
         guard transport.deviceType == .block else {
             report.steps.append(CheckStep(name: "io", outcome: .skip, detail: "the I/O steps drive virtio-blk; this is a \(report.deviceType)"))
             _ = record(adminStep())
@@ -109,7 +116,10 @@ public final class DeviceChecker<T: VirtioTransport> {
         for (label, policy) in [("all understood", FeaturePolicy()),
                                 ("VERSION_1 only", FeaturePolicy(forcedOff: offered.subtracting(minimum)))] {
             do {
-                try device.initialize(policy: policy, deviceTypeBits: transport.deviceType == .block ? blockDriverFeatures : [])
+                let net = transport.deviceType == .net
+                try device.initialize(policy: policy, deviceTypeBits: transport.deviceType == .block ? blockDriverFeatures : net ? netDriverFeatures : []) {
+                    net ? netFeatureDependencies($0, mtu: nil) : $0
+                }
                 try device.reset()
             } catch {
                 var f = Classify.finding(error)

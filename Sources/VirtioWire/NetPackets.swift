@@ -141,6 +141,39 @@ public enum NetPackets {
         }
     }
 
+    /// Writes a broadcast ARP request from `source` (`sourceIP`) asking who has `targetIP`, padded
+    /// to the 60-byte minimum. Returns 60, or 0 when `buffer` is too small.
+    @inlinable
+    public static func writeARPRequest(into buffer: UnsafeMutableRawBufferPointer, source: [UInt8],
+                                       sourceIP: UInt32, targetIP: UInt32) -> Int {
+        guard buffer.count >= minimumFrame, let p = buffer.baseAddress else { return 0 }
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: minimumFrame)
+        let a = p + ethernetHeader
+        for i in 0..<6 {
+            p.storeBytes(of: 0xff, toByteOffset: i, as: UInt8.self)
+            p.storeBytes(of: source[i], toByteOffset: 6 + i, as: UInt8.self)
+            a.storeBytes(of: source[i], toByteOffset: 8 + i, as: UInt8.self)
+        }
+        put16(p, 12, etherTypeARP)
+        put16(a, 0, 1)               // htype Ethernet
+        put16(a, 2, etherTypeIPv4)   // ptype IPv4
+        put16(a, 4, 0x0604)          // hlen 6, plen 4
+        put16(a, 6, 1)               // request
+        put32(a, 14, sourceIP)
+        put32(a, 24, targetIP)
+        return minimumFrame
+    }
+
+    /// The sender of an ARP reply addressed to `mac`, or nil when the frame is anything else.
+    @inlinable
+    public static func arpReply(_ frame: UnsafeRawBufferPointer, to mac: [UInt8]) -> (ip: UInt32, mac: [UInt8])? {
+        guard frame.count >= 42, let p = frame.baseAddress, be16(p, 12) == etherTypeARP else { return nil }
+        let a = p + ethernetHeader
+        guard be16(a, 0) == 1, be16(a, 2) == etherTypeIPv4, be16(a, 4) == 0x0604, be16(a, 6) == 2,
+              (0..<6).allSatisfy({ a.load(fromByteOffset: 18 + $0, as: UInt8.self) == mac[$0] }) else { return nil }
+        return (UInt32(be16(a, 14)) << 16 | UInt32(be16(a, 16)), (0..<6).map { a.load(fromByteOffset: 8 + $0, as: UInt8.self) })
+    }
+
     /// An IPv4 address in dotted form, as a host-order integer.
     public static func parseIPv4(_ text: String) -> UInt32? {
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
@@ -151,6 +184,11 @@ public enum NetPackets {
             v = v << 8 | UInt32(b)
         }
         return v
+    }
+
+    /// A host-order IPv4 address in dotted form.
+    public static func dotted(_ ip: UInt32) -> String {
+        "\(ip >> 24).\(ip >> 16 & 0xff).\(ip >> 8 & 0xff).\(ip & 0xff)"
     }
 
     /// True for 169.254.0.0/16, the only IPv4 range tests here may use.

@@ -5,6 +5,7 @@ import VirtioCheck
 import VirtioCore
 import VirtioAttach
 import VirtioSoftDevice
+import VirtioWire
 
 extension VirtioCtl {
     /// `virtioctl check DEVICE`: the device conformance checker.
@@ -16,7 +17,9 @@ extension VirtioCtl {
             verified I/O over split and packed rings at the maximum and smaller queue sizes (odd, non-power-of-two \
             sizes for packed) with in-order and indirect on and off, used-buffer notifications with and without \
             EVENT_IDX, ring reset, device reset with requests in flight, the admin handshake and the draft statistics \
-            queue when offered. With writes, 32 blocks of 4 KiB at the start of the disk are read, overwritten with \
+            queue when offered. For virtio-net: attach (config, every queue pair), each control command the features \
+            allow (acks checked), and ARP requests on each ring layout and without mergeable buffers: every frame \
+            must be used, and with --net-peer the peer's reply must arrive. With writes, 32 blocks of 4 KiB at the start of the disk are read, overwritten with \
             test patterns and put back; software devices get writes by default, real disks only with --write. \
             Exit status: 0 clean, 1 the device broke a rule or failed, 2 the device could not be opened, 3 only the \
             checker itself could not run a step.
@@ -37,6 +40,12 @@ extension VirtioCtl {
         @Flag(help: "Write test patterns to a real disk (the first 128 KiB, put back at the end).")
         var write = false
 
+        @Option(name: .customLong("net-peer"), help: "virtio-net: the link-local IPv4 address that must answer the check's ARP requests (a host on the other end of the link).")
+        var netPeer: String?
+
+        @Option(name: .customLong("net-ip"), help: "virtio-net: the link-local IPv4 address the ARP requests come from.")
+        var netIP = "169.254.0.2"
+
         @OptionGroup var transport: TransportOptions
 
         @Flag(name: .shortAndLong, help: "Log each initialisation step to stderr.")
@@ -45,11 +54,18 @@ extension VirtioCtl {
         func validate() throws {
             guard (10...600_000).contains(timeout) else { throw ValidationError("--timeout must be 10...600000 ms") }
             guard !(readOnly && write) else { throw ValidationError("--read-only and --write contradict each other") }
+            for (flag, v) in [("--net-ip", netIP), ("--net-peer", netPeer ?? netIP)] {
+                guard let a = NetPackets.parseIPv4(v), NetPackets.isLinkLocal(a) else {
+                    throw ValidationError("\(flag) \(v): expected a link-local IPv4 address (169.254.x.y)")
+                }
+            }
         }
 
         func run() throws {
             var options = CheckOptions()
             options.timeoutMilliseconds = timeout
+            options.net.address = NetPackets.parseIPv4(netIP)!
+            options.net.peer = netPeer.flatMap(NetPackets.parseIPv4)
             let logger = cliLogger(verbose: verbose)
             let report: CheckReport
             do {
