@@ -96,6 +96,7 @@ let package = Package(
         .executableTarget(name: "fuzz-admin-result", dependencies: ["VirtioCore", "VirtioRing", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-admin-result"),
         .executableTarget(name: "fuzz-stats-region", dependencies: ["VirtioCore", "VirtioWire", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-stats-region"),
         .executableTarget(name: "fuzz-vhost-user", dependencies: ["VhostUser", "VirtioCore", "VirtioSoftDevice", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vhost-user"),
+        .executableTarget(name: "fuzz-net-rx", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioPCI", "VirtioSoftDevice", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-net-rx"),
         .executableTarget(name: "fuzz-vfio-user", dependencies: ["VFIOUser", "VirtioPCI", "VirtioRing", "VirtioWire", "CShim", "FuzzReplay"], path: "Fuzz/Harnesses/fuzz-vfio-user"),
     ],
     swiftLanguageModes: [.v6]

@@ -32,6 +32,9 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
     public var stats = NetQueueStats()
     /// The rule the device broke on this queue; once set, nothing more is received.
     public internal(set) var violation: NetViolation?
+    /// The last rule a frame broke that did not break the queue: the frame was dropped (and
+    /// counted in errors), or the fields it should not have set were ignored (P1).
+    public internal(set) var lastFault: NetViolation?
     /// The eventfd of this queue's MSI-X vector, or -1 in poll mode.
     public internal(set) var interruptFD: Int32 = -1
 
@@ -63,6 +66,13 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
         lent.deallocate()
         tokenSlot.deallocate()
     }
+
+    /// The receive buffers, all slots (a fuzzer's or a test's view of where frames may lie).
+    public var bufferArea: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: buffers.pointer, count: slotCount * bufferSize) }
+
+    /// The buffer slots lent with the last burst, frames dropped on the way included (they go back
+    /// to the device on the next receive).
+    public var lentSlots: UnsafeBufferPointer<UInt16> { UnsafeBufferPointer(start: lent, count: lentCount) }
 
     /// Room for bursts of up to `capacity` frames from this queue.
     public func makeBurst(capacity: Int) -> NetRxBurst { NetRxBurst(capacity: capacity, mergeLimit: mergeLimit) }
@@ -173,10 +183,16 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
             // H7: no GSO was negotiated; checksum flags only with GUEST_CSUM (P1: unknown bits ignored).
             let known = header.flags & (NetHeader.needsChecksum | NetHeader.dataValid)
             guard header.gsoType == NetHeader.gsoNone, checksumFlagsAllowed || known == 0 else {
+                // Dropped, as Linux drops it; the queue goes on (the frame alone is bad).
+                noteFault(.headerFlagsWithoutFeature(queue: virtqueue.index, flags: header.flags, gsoType: header.gsoType))
                 stats.drops &+= 1
                 stats.errors &+= 1
                 burst.extraCount = firstExtra
                 continue
+            }
+            // Without GUEST_CSUM the device MUST write flags 0; P1: the driver ignores bits it does not know.
+            if header.flags != 0, !checksumFlagsAllowed {
+                noteFault(.headerFlagsWithoutFeature(queue: virtqueue.index, flags: header.flags, gsoType: header.gsoType))
             }
             // H8/P2: checksum offsets only with NEEDS_CSUM and inside the frame.
             var flags = known
@@ -198,6 +214,10 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
         if refilling { try refill() }
         return burst.count
     }
+
+    /// A frame broke a rule that costs only that frame (the rare path, out of line).
+    @usableFromInline
+    mutating func noteFault(_ v: NetViolation) { lastFault = v }
 
     /// The device broke a rule: the queue is broken for good. Frames already checked in this
     /// burst are handed out (their buffers were the device's to fill, and it filled them); the

@@ -10,6 +10,11 @@ public struct SoftNetCounters: Sendable, Equatable {
     public var controlCommands: UInt64 = 0, controlErrors: UInt64 = 0
 }
 
+/// Called for each received frame with its 12 header bytes as the device is about to hand them over
+/// and the used length of each buffer the frame took; it may rewrite both (lengths, flags, gso_type,
+/// num_buffers: whatever a hostile device could write).
+public typealias NetRxTamper = @Sendable (_ header: UnsafeMutableRawBufferPointer, _ lengths: UnsafeMutableBufferPointer<UInt32>) -> Void
+
 /// The receive filter the driver set through the control queue (QEMU's state at reset: promiscuous).
 struct SoftNetFilter: Sendable {
     var promiscuous = true
@@ -33,6 +38,9 @@ public final class SoftNet: SoftPersonality, @unchecked Sendable {
     let counts = Mutex(SoftNetCounters())
     let rxFaultFired = Atomic<Bool>(false)
     let netFaultFired = Atomic<Bool>(false)
+    /// A hand in what the device writes for each frame it receives (a fuzzer's or a test's); nil in use.
+    /// Set it before the driver attaches.
+    public nonisolated(unsafe) var rxTamper: NetRxTamper?
     /// One frame buffer per transmit queue (each used only under its queue's lock).
     let txScratch: [UnsafeMutableRawPointer]
     /// Null source: per receive queue, the time of the last frame (nanoseconds), under that queue's lock.

@@ -45,7 +45,7 @@ extension SoftPCIFunction where P == SoftNet {
         if checksumValid, negotiated.contains(NetFeature.guestCsum) { header.flags = NetHeader.dataValid }
         let q = 2 * (pair % max(1, net.activePairs))
         let (result, why) = queues[q].deliver(frame, header: header, mergeable: negotiated.contains(NetFeature.mrgRxbuf),
-                                              fault: net.rxFaultNow(), memory: arena, isr: isr)
+                                              fault: net.rxFaultNow(), tamper: net.rxTamper, memory: arena, isr: isr)
         if let why { deviceError(why) }
         net.count { c in
             if result == .dropped { c.rxDropped &+= 1 } else { c.rxFrames &+= 1; c.rxBytes &+= UInt64(frame.count) }

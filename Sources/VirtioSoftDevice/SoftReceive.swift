@@ -38,6 +38,8 @@ struct ReceiveDelivery {
     var offset = 0
     var mergeable = false
     var fault: NetRxFault?
+    var tamper: NetRxTamper?
+    var headerAt: UnsafeMutableRawPointer?
     var usedCount = 0
     var numBuffersAt: (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?) = (nil, nil)
     var held: AvailableChain?
@@ -65,7 +67,7 @@ extension SoftQueue {
     /// buffers now, or waits (one frame) for buffers the driver posts later; `header` carries
     /// flags (DATA_VALID). Safe from any thread (another function's transmit, a traffic source).
     func deliver(_ frame: UnsafeRawBufferPointer, header: NetHeader, mergeable: Bool, fault: NetRxFault?,
-                 memory: DMAArena, isr: borrowing Atomic<UInt8>) -> (SoftDelivery, String?) {
+                 tamper: NetRxTamper? = nil, memory: DMAArena, isr: borrowing Atomic<UInt8>) -> (SoftDelivery, String?) {
         state.withLock { s -> (SoftDelivery, String?) in
             guard s.ring != nil else { return (.dropped, nil) }
             if s.rx.length > 0 {
@@ -84,6 +86,7 @@ extension SoftQueue {
             s.rx.usedCount = 0
             s.rx.mergeable = mergeable
             s.rx.fault = fault
+            s.rx.tamper = tamper
             if let why = flushReceive(&s, memory, isr) { return (.dropped, why) }
             return (s.rx.length == 0 ? .delivered : .queued, nil)
         }
@@ -109,6 +112,7 @@ extension SoftQueue {
             s.rx.usedCount = 0
             s.rx.mergeable = mergeable
             s.rx.fault = nil
+            s.rx.tamper = nil
             if let why = flushReceive(&s, memory, isr) { return why }
             made += 1
         }
@@ -161,6 +165,7 @@ extension SoftQueue {
             }
             if s.rx.offset == 0 {
                 s.rx.numBuffersAt = (io.writablePointer(at: 10), io.writablePointer(at: 11))
+                s.rx.headerAt = io.writablePointer(at: 0)
                 // flags, gso_type, hdr_len, csum_start, csum_offset: bytes 0-7 of the header.
                 let lie: [UInt8]? = switch s.rx.fault {
                 case .unknownFlags: [0xF8, 0, 0x34, 0x12, 0x10, 0, 0x06, 0]
@@ -186,6 +191,10 @@ extension SoftQueue {
         if s.rx.mergeable || s.rx.fault == .numBuffersZero || s.rx.fault == .numBuffersExcess {
             s.rx.numBuffersAt.0?.storeBytes(of: UInt8(count & 0xff), as: UInt8.self)
             s.rx.numBuffersAt.1?.storeBytes(of: UInt8(count >> 8), as: UInt8.self)
+        }
+        if let tamper = s.rx.tamper, let h = s.rx.headerAt, s.rx.numBuffersAt.1 == h + 11 {
+            tamper(UnsafeMutableRawBufferPointer(start: h, count: NetHeader.size),
+                   UnsafeMutableBufferPointer(rebasing: s.batchLengths[0..<s.rx.usedCount]))
         }
         for i in 0..<s.rx.usedCount {
             s.ring!.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])

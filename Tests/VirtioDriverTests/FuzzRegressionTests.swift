@@ -6,7 +6,7 @@ import Testing
 @Suite(.leakChecked) struct FuzzRegressionTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    @Test(arguments: ["fuzz-used-ring", "fuzz-admin-result", "fuzz-stats-region", "fuzz-vfio-user", "fuzz-vhost-user"])
+    @Test(arguments: ["fuzz-used-ring", "fuzz-admin-result", "fuzz-stats-region", "fuzz-vfio-user", "fuzz-vhost-user", "fuzz-net-rx"])
     func crashInputsAndSeedsReplayCleanly(target: String) throws {
         let bin = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent(target)
         let dirs = ["Fuzz/regressions/\(target)", "Fuzz/seeds/\(target)"].map { Self.root.appendingPathComponent($0).path }
