@@ -87,6 +87,8 @@ public enum NetForwarder {
                 }
             }
         }
+        // txonly with a frame limit sends exactly that many: the last burst is cut to what is left.
+        var txLeft = o.mode == .txonly ? o.frameLimit ?? UInt64.max : UInt64.max
         while !shouldStop() {
             var moved = 0
             for p in 0..<pairs {
@@ -94,12 +96,16 @@ public enum NetForwarder {
                 if o.mode == .txonly {
                     // Only as many as fit: a full ring is not a drop in txonly, the next turn retries.
                     if tx.pointee.room < o.burst { try tx.pointee.reclaim() }
-                    moved &+= try tx.pointee.transmit(count: min(o.burst, tx.pointee.room)) { _, b in
+                    let count = Int(min(UInt64(min(o.burst, tx.pointee.room)), txLeft))
+                    guard count > 0 else { continue }
+                    let sent = try tx.pointee.transmit(count: count) { _, b in
                         let n = NetPackets.writeUDP(into: b, length: o.frameSize, destination: peer, source: ourMAC,
                                                     sourceIP: o.txSourceIP, destinationIP: o.txDestinationIP)
                         if captureSent, let capture { capture.write(b.baseAddress!, length: n) }
                         return NetTxFrameInfo(length: n)
                     }
+                    moved &+= sent
+                    txLeft &-= UInt64(sent)
                     continue
                 }
                 let n = try net.rx(p).pointee.receive(into: &bursts[p])

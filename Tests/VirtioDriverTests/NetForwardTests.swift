@@ -100,10 +100,10 @@ import VirtioWire
         var o = NetForwardOptions()
         o.mode = .txonly
         o.frameSize = 128
-        o.frameLimit = 5_000
+        o.frameLimit = 5_001  // not a multiple of the burst: the last one is cut to what is left
         o.durationNanoseconds = 30_000_000_000
         let t = try NetForwarder.run(net, o)
-        #expect(t.tx.packets >= 5_000 && t.tx.bytes == t.tx.packets * 128 && t.tx.drops == 0)
+        #expect(t.tx.packets == 5_001 && t.tx.bytes == t.tx.packets * 128 && t.tx.drops == 0)
         #expect(f.personality.counters.txFrames == t.tx.packets && f.personality.counters.txBytes == t.tx.bytes)
     }
 }
