@@ -54,6 +54,14 @@ import Testing
         #expect(s2 != 0 && e2.contains("VIRTIO_NET_F_CTRL_RX"), "\(e2)")
     }
 
+    @Test func checkRunsTheNetSteps() throws {
+        let (s, out, err) = try virtioctl(["check", "soft:net,queues=2"])
+        #expect(s == 0, "\(out)\(err)")
+        #expect(out.contains("net frames packed") && out.contains("received 16 of ours back") && out.contains("no violations found"), "\(out)")
+        let (s2, out2, _) = try virtioctl(["check", "soft:net,fault=ctrl_bad_ack", "--timeout", "300"])
+        #expect(s2 == 1 && out2.contains("VIRTIO_NET_ERR (1)"), "\(out2)")
+    }
+
     @Test func badInputGetsAClearMessage() throws {
         for (args, message) in [
             (["net", "fwd", "soft:net", "--ip", "192.168.1.1"], "link-local"),
@@ -69,6 +77,8 @@ import Testing
             (["net", "ctrl", "soft:net"], "nothing to send"),
             (["net", "info", "soft:net", "--queues", "3"], "queue pair"),
             (["info", "soft:net"], "virtioctl net"),
+            (["check", "soft:net", "--net-peer", "10.0.0.1"], "--net-peer 10.0.0.1: expected a link-local"),
+            (["check", "soft:net", "--net-ip", "8.8.8.8"], "--net-ip 8.8.8.8: expected a link-local"),
         ] {
             let (s, out, err) = try virtioctl(args)
             #expect(s != 0, "\(args) exited 0")

@@ -4,8 +4,8 @@ import VirtioPCI
 import VirtioSoftDevice
 import VirtioWire
 
-/// `virtioctl check` on virtio-net: clean on a conforming soft:net, and each net hostile mode
-/// named by the rule it breaks.
+/// `virtioctl check` on virtio-net: clean on a conforming soft:net, and every hostile mode soft:net
+/// has named by the rule it breaks.
 @Suite(.leakChecked) struct NetCheckTests {
     func check(_ spec: String, timeoutMs: Int = 2_000, peer: UInt32? = nil) throws -> CheckReport {
         let f = try softNet(spec)
@@ -45,6 +45,11 @@ import VirtioWire
         ("fault=mac_silent", "moves config_generation"),
         ("fault=used_id_range", "id < queue size"),
         ("fault=dup_id", "not yet got back"),
+        ("fault=len_overflow", "device-writable part only"),
+        ("fault=idx_jump", "Wrap Counters"),
+        ("packed=off,fault=idx_jump", "used idx may only advance"),
+        ("fault=flags_lie", "AVAIL and USED"),
+        ("queues=2,fault=pairs_silent", "moves config_generation"),
         ("fault=rx_unknown_flags", "without GUEST_CSUM flags is 0"),
     ])
     func eachNetFaultIsNamed(spec: String, clause: String) throws {
