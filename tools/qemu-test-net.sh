@@ -40,7 +40,8 @@ boot_vhost_net() {
   rm -rf "$run"; mkdir -p "$run"
   sock=$(mktemp -d /tmp/qemu-test-vhost-net.XXXXXX)
   { echo "PROJECT='$ROOT'"; echo "PRELOAD=''"; echo "HUGEPAGES=0"; } > "$run/env"
-  { echo "MODE=$mode"; echo "BIN='$BIN'"; cat "$ROOT/tools/qemu-vhost-net-cases.sh"; } > "$run/guest.sh"
+  { echo "MODE=$mode"; echo "BIN='$BIN'"; echo "DEVICES=''"
+    cat "$ROOT/tools/qemu-guest-lib.sh" "$ROOT/tools/qemu-vhost-net-cases.sh"; } > "$run/guest.sh"
   guest_qemu_args "$run" none ",memory-backend=mem0"
   q+=(-object memory-backend-memfd,id=mem0,size=1G,share=on)
   "$BIN/virtioctl" softdev serve -v --vhost-user "$sock/a.sock" --vhost-user "$sock/b.sock" \

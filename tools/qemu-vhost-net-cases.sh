@@ -2,21 +2,7 @@
 # MODE=vhost-net and BIN=...). Two virtio-net-pci NICs (00:04.0, 00:05.0) whose backends are the
 # two ends of this project's soft:net,backend=pair on the host; the guest kernel's virtio_net drives
 # both. One NIC moves into a network namespace, so a ping crosses our device instead of the
-# kernel's loopback. Each case appends "PASS|FAIL MODE/NAME SECONDS DETAIL" to /tmp/ctl/results.
-set -u
-CTL=/tmp/ctl
-mkdir -p $CTL/logs
-: > $CTL/results
-now() { cut -d' ' -f1 /proc/uptime; }
-run_case() {
-  name=$1; shift
-  log=$CTL/logs/${MODE}_$(echo "$name" | tr / _).log
-  t0=$(now)
-  if ( "$@" ) > "$log" 2>&1; then v=PASS; else v=FAIL; fi
-  secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')
-  detail=$(sed -n 's/^detail: //p' "$log" | tail -1 | cut -c1-150)
-  echo "$v $MODE/$name $secs $detail" >> $CTL/results
-}
+# kernel's loopback. The run_case machinery comes from tools/qemu-guest-lib.sh.
 nic_of() { ls /sys/bus/pci/devices/$1/virtio*/net/ 2>/dev/null | head -1; }
 sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null
 modprobe virtio_net 2>/dev/null
