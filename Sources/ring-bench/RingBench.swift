@@ -22,6 +22,10 @@ struct RingBench: ParsableCommand {
     @Option(help: "Queue size (a power of two, for split).") var queueSize = 256
     @Option(help: "Layouts to run (comma-separated): packed, packed-inorder, split, split-inorder.")
     var layouts = "packed,packed-inorder,split,split-inorder"
+    @Flag(name: .customLong("single-thread"), help: "One thread plays both sides in turn (for instruction counts under callgrind: tools/ring-callgrind).")
+    var singleThread = false
+    @Option(help: "With --single-thread: which implementation runs, swift or c.") var side = "swift"
+    @Option(help: "With --single-thread: buffers the driver adds per turn.") var burst = 32
 
     struct Variant { let name: String; let packed: Bool; let inOrder: Bool }
     static let variants = [Variant(name: "packed", packed: true, inOrder: false),
@@ -38,9 +42,12 @@ struct RingBench: ParsableCommand {
         }
         if let b = buffers, b < 1000 { throw ValidationError("--buffers must be at least 1000") }
         if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1") }
+        guard side == "swift" || side == "c" else { throw ValidationError("--side must be swift or c") }
+        guard (1...queueSize).contains(burst) else { throw ValidationError("--burst must be 1...queue size") }
     }
 
     func run() throws {
+        if singleThread { return try runSingle() }
         let count = buffers ?? (quick ? 1_000_000 : 10_000_000)
         let roundCount = rounds ?? (quick ? 3 : 5)
         let cpus = cshim_allowed_cpus()
@@ -80,6 +87,21 @@ struct RingBench: ParsableCommand {
             print("ring \(queueSize), \(count) buffers per run, \(roundCount) rounds, threads on CPUs \(driverCPU)/\(deviceCPU)")
             print("\(pad("layout", 16)) \(pad("swift ns", 10)) \(pad("C ns", 10)) \(pad("swift/C", 8)) allocs/buf   per-round ratios")
             rows.forEach { print($0) }
+        }
+    }
+}
+
+extension RingBench {
+    /// `--single-thread`: each layout asked for, one side, no timing worth trusting (count instructions).
+    func runSingle() throws {
+        let count = buffers ?? 1_000_000
+        let wanted = Set(layouts.split(separator: ",").map(String.init))
+        for v in Self.variants where wanted.contains(v.name) {
+            let got = side == "c"
+                ? rb_run_single(v.packed ? 1 : 0, v.inOrder ? 1 : 0, Int32(queueSize), count, Int32(burst))
+                : runSwiftSingle(packed: v.packed, inOrder: v.inOrder, queueSize: queueSize, buffers: count, burst: burst)
+            guard got == count else { throw RingBenchError.runFailed(v.name, swift: side == "swift", c: Double(got)) }
+            print("single-thread \(v.name) \(side): \(got) buffers reaped, queue \(queueSize), burst \(burst)")
         }
     }
 }

@@ -8,4 +8,8 @@
  * or a negative value on a ring error. */
 double rb_run(int packed, int in_order, int queue_size, long buffers, int driver_cpu, int device_cpu);
 
+/* The same work in one thread, both sides in turn (bursts of `burst`): for instruction counts
+ * (callgrind), which repeat exactly. Returns the buffers reaped, or a negative value on an error. */
+long rb_run_single(int packed, int in_order, int queue_size, long buffers, int burst);
+
 #endif
