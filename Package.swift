@@ -64,7 +64,8 @@ let package = Package(
                 dependencies: ["VirtioCore", "VirtioPCI", "VirtioDrivers", "VirtioSoftDevice", "VFIO", "VFIOUser", "VhostUser", "VirtioWire",
                                .product(name: "Logging", package: "swift-log")]),
         // Block load generation: the benchmark workers, attach's background load, one offset stream and clock.
-        .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount", "CPcap"]),
+        .target(name: "VirtioLoad", dependencies: ["VirtioCore", "VirtioDrivers", "VirtioRing", "VirtioWire", "CMallocCount", "CPcap",
+                                                  .product(name: "Logging", package: "swift-log")]),
         // The C baseline that ring-bench races against: the same algorithms, written in C.
         .target(name: "CRingBaseline"),
         // malloc interposer: counts heap allocations (process-wide and per thread).

@@ -84,14 +84,15 @@ txonly_case() {
   a=$1 nic=$2 ip=$3 irq=$4 n=3000
   before=$(rx_packets $nic)
   $V net fwd $NI "$a" --mode txonly --frames $n --size 128 --eth-peer "$(k_mac $nic)" --tx-ip "$ip,${ip%.*}.1" \
-    --interrupts "$irq" --duration 120 --quiet -o json > $CTL/tx.json || { cat $CTL/tx.json; return 1; }
+    --interrupts "$irq" --duration 120 --quiet -o json > $CTL/tx.json 2> $CTL/tx.err || { cat $CTL/tx.json $CTL/tx.err; return 1; }
   sleep 1  # the kernel's NAPI may still be taking the last burst
   after=$(rx_packets $nic)
-  cat $CTL/tx.json; ip -s link show dev $nic
+  cat $CTL/tx.json $CTL/tx.err; ip -s link show dev $nic
   sent=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["tx"]["packets"])' $CTL/tx.json)
   [ "$sent" = $n ] || { echo "sent $sent, asked $n"; return 1; }
   [ $((after - before)) -eq $n ] || { echo "kernel $nic RX grew by $((after - before)), we sent $n"; return 1; }
-  echo "detail: txonly $n x 128 B: 'ip -s link' on $nic RX packets $before -> $after (+$((after - before)))"
+  stall=$(sed -n 's/.*back \([0-9]*\) time(s).*/; the full ring needed \1 stall notification(s)/p' $CTL/tx.err)
+  echo "detail: txonly $n x 128 B: 'ip -s link' on $nic RX packets $before -> $after (+$((after - before)))$stall"
 }
 run_case txonly-split-poll txonly_case 0000:00:04.0 $K1 169.254.1.2 poll
 run_case txonly-packed-msix txonly_case 0000:00:06.0 $K2 169.254.2.2 msix

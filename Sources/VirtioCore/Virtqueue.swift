@@ -64,6 +64,16 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         return token
     }
 
+    /// Notifies the device whatever its suppression says (a notification is never wrong, only
+    /// wasted): for a queue that stopped moving while the device asks for nothing.
+    @inlinable @inline(__always)
+    public mutating func notifyNow() {
+        counters.notificationsSent &+= 1
+        var value = UInt32(target.value16)
+        if target.withData { value = ring.notificationData(queueIndex: target.value16) }
+        transport.notify(target, value: value)
+    }
+
     /// Notifies the device of new buffers unless it suppressed notifications (full barrier inside).
     @inlinable @inline(__always)
     public mutating func kick() {
@@ -71,10 +81,7 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
             counters.notificationsSuppressed &+= 1
             return
         }
-        counters.notificationsSent &+= 1
-        var value = UInt32(target.value16)
-        if target.withData { value = ring.notificationData(queueIndex: target.value16) }
-        transport.notify(target, value: value)
+        notifyNow()
     }
 
     /// The next buffer the device returned, or nil.
@@ -98,6 +105,9 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
 
     /// Poll mode: asks the device not to send used-buffer notifications.
     public mutating func disableUsedNotifications() { ring.disableUsedNotifications() }
+
+    /// The ring's indices and both event suppression areas, for a diagnostic when a queue stalls.
+    public var notificationState: String { ring.notificationState }
 
     /// Asks for used-buffer notifications; true when used buffers are already pending.
     public mutating func enableUsedNotifications() -> Bool { ring.enableUsedNotifications() }

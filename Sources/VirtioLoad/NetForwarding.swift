@@ -1,3 +1,4 @@
+import Logging
 import VirtioCore
 import VirtioDrivers
 import VirtioWire
@@ -166,6 +167,13 @@ public enum NetForwarder {
         let end = monotonicNanoseconds() &+ 500_000_000
         for p in 0..<pairs {
             while (try? net.tx(p).pointee.reclaim()) != nil, net.tx(p).pointee.inFlight > 0, monotonicNanoseconds() < end { sched_yield() }
+            // Frames the device never took back: say where the ring stands, so a stall can be told apart.
+            if net.tx(p).pointee.stallNotifications > 0 {
+                net.logger.warning("transmit queue \(2 * p + 1): the ring sat full with nothing used back \(net.tx(p).pointee.stallNotifications) time(s); the device was notified anyway each time")
+            }
+            if net.tx(p).pointee.inFlight > 0 {
+                net.logger.warning("transmit queue \(2 * p + 1): \(net.tx(p).pointee.inFlight) frame(s) still with the device at the end: \(net.tx(p).pointee.virtqueue.notificationState)")
+            }
         }
         if o.mode != .txonly {
             var quietSince = monotonicNanoseconds()

@@ -161,6 +161,14 @@ extension DriverQueue: DriverRing {
         }
     }
 
+    /// What a stalled queue looks like from here (diagnostics).
+    public var notificationState: String {
+        switch storage {
+        case let .split(p): p.pointee.notificationState
+        case let .packed(p): p.pointee.notificationState
+        }
+    }
+
     public var position: RingPosition {
         switch storage {
         case let .split(p): p.pointee.position

@@ -175,8 +175,28 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         // Packed "Notifying The Device": full barrier between making descriptors
         // available and reading the Device Event Suppression structure.
         fullBarrier()
-        return packedWantsEvent(deviceEvent.loadRelaxed32(at: 0), eventIndex: features.eventIndex, added: added,
-                                queueSize: queueSize, new: nextAvail, wrap: availWrap)
+        let snapshot = deviceEvent.loadRelaxed32(at: 0)
+        if packedWantsEvent(snapshot, eventIndex: features.eventIndex, added: added, queueSize: queueSize,
+                            new: nextAvail, wrap: availWrap) { return true }
+        // A device that asks (DESC) to hear of a descriptor it has already used back to us can only
+        // be waiting on a stale event offset, and would wait forever: notify anyway (spurious
+        // notifications are always allowed). Seen with QEMU 7.2's packed virtio-net transmit queue:
+        // off_wrap 195 in the lap it had already used through 244, all 256 buffers with it, idle.
+        return features.eventIndex && packedEventIsStale(snapshot)
+    }
+
+    /// The device's event offset lies behind the next descriptor we expect it to use back.
+    @inlinable
+    func packedEventIsStale(_ snapshot: UInt32) -> Bool {
+        guard UInt16(truncatingIfNeeded: snapshot >> 16) & 0x3 == PackedEventFlags.desc, inFlight > 0 else { return false }
+        let offWrap = UInt16(truncatingIfNeeded: snapshot)
+        // Position and wrap counter as one count modulo two laps (wrap 1 first, then wrap 0). A sane
+        // event lies at most one lap ahead of the next used descriptor; further ahead means behind it.
+        let n = queueSize
+        func k(_ pos: UInt16, _ wrap: Bool) -> Int { Int(pos) + (wrap ? 0 : n) }
+        var ahead = k(offWrap & 0x7fff, offWrap & 0x8000 != 0) &- k(nextUsed, usedWrap)
+        if ahead < 0 { ahead &+= 2 &* n }
+        return ahead > n
     }
 
     /// Packed: next_off is the offset of the next descriptor to make available, next_wrap the Driver Ring Wrap Counter.
@@ -310,5 +330,15 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
 
     public var position: RingPosition {
         RingPosition(packed: nextAvail, availWrap: availWrap, nextUsed: nextUsed, usedWrap: usedWrap)
+    }
+
+    /// What a stalled queue looks like from here (for a diagnostic line, never the hot path).
+    public var notificationState: String {
+        let ev = deviceEvent.loadRelaxed32(at: 0), dr = driverEvent.loadRelaxed32(at: 0)
+        func hex(_ v: UInt32) -> String { "0x" + String(v, radix: 16) }
+        return "packed: next avail \(nextAvail) wrap \(availWrap), next used \(nextUsed) wrap \(usedWrap), in flight \(inFlight), "
+            + "device event off_wrap \(hex(ev & 0xffff)) flags \(ev >> 16), driver event off_wrap \(hex(dr & 0xffff)) flags \(dr >> 16), "
+            + "desc flags at next used \(hex(UInt32(desc.loadRelaxed16(at: Int(nextUsed) &* 16 &+ 14)))), "
+            + "at next avail \(hex(UInt32(desc.loadRelaxed16(at: Int(nextAvail) &* 16 &+ 14)))), added since notify \(addedSinceNotify)"
     }
 }

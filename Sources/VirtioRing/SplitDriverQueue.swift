@@ -282,4 +282,10 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     public var position: RingPosition {
         RingPosition(split: availIdx, nextUsed: lastUsedIdx)
     }
+
+    /// What a stalled queue looks like from here (for a diagnostic line, never the hot path).
+    public var notificationState: String {
+        "split: avail idx \(availIdx), last used \(lastUsedIdx), used idx \(used.loadAcquire16(at: 2)), in flight \(inFlight), "
+            + "used flags \(used.loadRelaxed16(at: 0)), avail_event \(used.loadRelaxed16(at: availEventOffset)), notified at \(notifiedIdx)"
+    }
 }
