@@ -77,16 +77,3 @@ boot_vhost_net() {
   done
   finish_guest "$mode" "$run" $t0
 }
-
-# finish_guest MODE RUN T0: the guest's results, or why there are none; the run directory kept or removed.
-finish_guest() {
-  local mode=$1 run=$2 t0=$3
-  if [ ! -f "$run/rc" ]; then
-    record FAIL "$mode/boot" $((SECONDS - t0)) "the guest reported nothing; console log: $run/console.log"
-    KEEP=1; tail -20 "$run/console.log" "$run/qemu.log" "$run/init.log" "$run"/serve*.log 2>/dev/null >&2 || true
-    return
-  fi
-  collect_results "$run"
-  [ "$(cat "$run/rc")" = 0 ] || record FAIL "$mode/guest-script" 0 "exited $(cat "$run/rc"): $(tail -3 "$run/guest.log" | tr '\n' ' ')"
-  [ "$KEEP" = 1 ] && say "kept $run" || rm -rf "$run"
-}

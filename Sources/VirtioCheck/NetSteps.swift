@@ -11,6 +11,8 @@ public struct NetCheckAddresses: Sendable {
     public var address: UInt32 = 0xA9FE_0002   // 169.254.0.2
     /// The address asked for; nil: nobody is expected to answer.
     public var peer: UInt32?
+    /// The address the requests ask for: the peer's, or 169.254.0.1 when nobody is expected to answer.
+    public var target: UInt32 { peer ?? 0xA9FE_0001 }
     public init() {}
 }
 
@@ -109,11 +111,11 @@ extension DeviceChecker {
         do throws(NetError) {
             let tx = net.tx(0), rx = net.rx(0)
             var burst = rx.pointee.makeBurst(capacity: 32)
-            let source = options.net.address
+            let source = options.net.address, target = options.net.target
             while sent < frames {
                 sent += try tx.pointee.transmit(count: frames - sent) { _, buffer in
                     NetTxFrameInfo(length: NetPackets.writeARPRequest(into: buffer, source: mac, sourceIP: source,
-                                                                      targetIP: peer ?? 0xA9FE_0001))
+                                                                      targetIP: target))
                 }
                 if deadline.expired() { break }
             }
@@ -144,7 +146,7 @@ extension DeviceChecker {
             step.findings.append(CheckFinding(.failure, clause: Clause.netDelivers,
                 "no ARP reply from \(NetPackets.dotted(peer)) within \(options.timeoutMilliseconds) ms to \(sent) requests"))
         }
-        step.detail = "\(sent) ARP requests for \(NetPackets.dotted(peer ?? 0xA9FE_0001)) sent and used; received \(own) of ours back, "
+        step.detail = "\(sent) ARP requests for \(NetPackets.dotted(options.net.target)) sent and used; received \(own) of ours back, "
             + "\(replies) ARP repl\(replies == 1 ? "y" : "ies") from the peer, \(other) other frame(s); "
             + "\(net.has(NetFeature.mrgRxbuf) ? "mergeable" : "one-per-frame") buffers, \(net.device.queues.first?.layout.rawValue ?? "?") ring"
         return step
