@@ -101,26 +101,26 @@ extension DriverQueue: DriverRing {
     }
 
     @inlinable @inline(__always)
-    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>) throws(RingError) -> UInt16 {
+    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>, failure: inout RingError?) -> UInt16 {
         switch storage {
-        case let .split(p): try p.pointee.add(readable: readable, writable: writable)
-        case let .packed(p): try p.pointee.add(readable: readable, writable: writable)
+        case let .split(p): p.pointee.add(readable: readable, writable: writable, failure: &failure)
+        case let .packed(p): p.pointee.add(readable: readable, writable: writable, failure: &failure)
         }
     }
 
     @inlinable @inline(__always)
-    public mutating func add(_ element: BufferElement, deviceWritable: Bool) throws(RingError) -> UInt16 {
+    public mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16 {
         switch storage {
-        case let .split(p): try p.pointee.add(element, deviceWritable: deviceWritable)
-        case let .packed(p): try p.pointee.add(element, deviceWritable: deviceWritable)
+        case let .split(p): p.pointee.add(element, deviceWritable: deviceWritable, failure: &failure)
+        case let .packed(p): p.pointee.add(element, deviceWritable: deviceWritable, failure: &failure)
         }
     }
 
     @inlinable @inline(__always)
-    public mutating func pollUsed() throws(RingError) -> UsedBuffer? {
+    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
         switch storage {
-        case let .split(p): try p.pointee.pollUsed()
-        case let .packed(p): try p.pointee.pollUsed()
+        case let .split(p): p.pointee.pollUsed(failure: &failure)
+        case let .packed(p): p.pointee.pollUsed(failure: &failure)
         }
     }
 

@@ -88,16 +88,17 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         return id
     }
 
-    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>) throws(RingError) -> UInt16 {
-        if let v = violation { throw .broken(v) }
-        let writableBytes = try measureBuffer(readable: readable, writable: writable)
+    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>, failure: inout RingError?) -> UInt16 {
+        if let v = violation { failure = .broken(v); return 0 }
+        let writableBytes: UInt32
+        do { writableBytes = try measureBuffer(readable: readable, writable: writable) } catch { failure = error; return 0 }
         let total = readable.count + writable.count
         let indirect = indirectMax != 0 && total > 1 && total <= indirectMax
         guard indirect || total <= queueSize else {
-            throw .invalidBuffer("\(total) elements exceed queue size \(queueSize)")
+            failure = .invalidBuffer("\(total) elements exceed queue size \(queueSize)"); return 0
         }
         let needed = indirect ? 1 : total
-        guard numFree >= needed else { throw .full }
+        guard numFree >= needed else { failure = .full; return 0 }
         let id = takeID()
         let head = nextAvail
         let headFlags: UInt16
@@ -135,9 +136,9 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     }
 
     @inlinable
-    public mutating func add(_ element: BufferElement, deviceWritable: Bool) throws(RingError) -> UInt16 {
-        if let v = violation { throw .broken(v) }
-        guard numFree > 0 else { throw .full }
+    public mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16 {
+        if let v = violation { failure = .broken(v); return 0 }
+        guard numFree > 0 else { failure = .full; return 0 }
         let id = takeID()
         let head = nextAvail
         writeDescriptor(head, address: element.address, length: element.length, id: id)
@@ -241,8 +242,8 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     // MARK: used buffers
 
     @inlinable @inline(__always)
-    public mutating func pollUsed() throws(RingError) -> UsedBuffer? {
-        if let v = violation { throw .broken(v) }
+    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
+        if let v = violation { failure = .broken(v); return nil }
         if batchPending { return retireBatchMember() }
         if inFlight == 0 { return nil }
         let off = Int(nextUsed) &* 16
@@ -253,22 +254,22 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         if usedBit != usedWrap || availBit != usedWrap {
             // Still as the driver wrote it (AVAIL = wrap, USED = !wrap): not used yet.
             if availBit == usedWrap && usedBit != usedWrap { return nil }
-            throw breakQueue(.inconsistentAvailUsedBits(position: nextUsed, flags: flags, wrap: usedWrap))
+            failure = breakQueue(.inconsistentAvailUsedBits(position: nextUsed, flags: flags, wrap: usedWrap)); return nil
         }
         let id = desc.loadLE(at: off &+ 12, as: UInt16.self)
-        guard Int(id) < queueSize else { throw breakQueue(.usedIDOutOfRange(id: UInt32(id), queueSize: queueSize)) }
+        guard Int(id) < queueSize else { failure = breakQueue(.usedIDOutOfRange(id: UInt32(id), queueSize: queueSize)); return nil }
         let slot = slots[Int(id)]
-        guard slot.count != 0 else { throw breakQueue(.usedIDNotInFlight(id: UInt32(id))) }
+        guard slot.count != 0 else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
         // The spec reserves the used length when WRITE is clear in the used descriptor, but QEMU
         // (7.2) never sets WRITE there and Linux and DPDK read the length regardless: read it
         // whenever the buffer has a writable part, and still bound it by that part.
         let length = flags & DescriptorFlags.write != 0 || slot.writable != 0
             ? desc.loadLE(at: off &+ 8, as: UInt32.self) : 0
         guard length <= slot.writable else {
-            throw breakQueue(.usedLengthExceedsWritable(id: id, length: length, writable: slot.writable))
+            failure = breakQueue(.usedLengthExceedsWritable(id: id, length: length, writable: slot.writable)); return nil
         }
         if features.inOrder && id != nextUsed {
-            return try startBatch(endingAt: id, length: length)
+            return startBatch(endingAt: id, length: length, failure: &failure)
         }
         retire(id)
         return UsedBuffer(token: id, length: length)
@@ -293,14 +294,14 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     /// In-order: the used descriptor names the last buffer of a batch, written over the
     /// first; the driver retires every buffer up to it, the skipped ones in full.
     @usableFromInline
-    mutating func startBatch(endingAt id: UInt16, length: UInt32) throws(RingError) -> UsedBuffer {
+    mutating func startBatch(endingAt id: UInt16, length: UInt32, failure: inout RingError?) -> UsedBuffer? {
         var buffers = 1
         var h = nextUsed
         while h != id {
             h &+= slots[Int(h)].count
             if h >= size16 { h &-= size16 }
             buffers += 1
-            guard buffers <= inFlight else { throw breakQueue(.usedIDNotInFlight(id: UInt32(id))) }
+            guard buffers <= inFlight else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
         }
         batchPending = true
         batchEnd = id

@@ -84,16 +84,17 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
         d.storeLE(next, at: 14)
     }
 
-    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>) throws(RingError) -> UInt16 {
-        if let v = violation { throw .broken(v) }
-        let writableBytes = try measureBuffer(readable: readable, writable: writable)
+    public mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>, failure: inout RingError?) -> UInt16 {
+        if let v = violation { failure = .broken(v); return 0 }
+        let writableBytes: UInt32
+        do { writableBytes = try measureBuffer(readable: readable, writable: writable) } catch { failure = error; return 0 }
         let total = readable.count + writable.count
         let indirect = indirectMax != 0 && total > 1 && total <= indirectMax
         guard indirect || total <= queueSize else {
-            throw .invalidBuffer("\(total) elements exceed queue size \(queueSize)")
+            failure = .invalidBuffer("\(total) elements exceed queue size \(queueSize)"); return 0
         }
         let needed = indirect ? 1 : total
-        guard numFree >= needed else { throw .full }
+        guard numFree >= needed else { failure = .full; return 0 }
         let head = freeHead
         var last = head
         if indirect, let tables = indirectTables {
@@ -118,9 +119,9 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     }
 
     @inlinable
-    public mutating func add(_ element: BufferElement, deviceWritable: Bool) throws(RingError) -> UInt16 {
-        if let v = violation { throw .broken(v) }
-        guard numFree > 0 else { throw .full }
+    public mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16 {
+        if let v = violation { failure = .broken(v); return 0 }
+        guard numFree > 0 else { failure = .full; return 0 }
         let head = freeHead
         writeDescriptor(head, address: element.address, length: element.length,
                         flags: deviceWritable ? DescriptorFlags.write : 0, next: nextDescriptor(after: head))
@@ -190,30 +191,30 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     // MARK: used buffers
 
     @inlinable @inline(__always)
-    public mutating func pollUsed() throws(RingError) -> UsedBuffer? {
-        if let v = violation { throw .broken(v) }
+    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
+        if let v = violation { failure = .broken(v); return nil }
         if batchPending { return retireBatchMember() }
         if lastUsedIdx == usedIdxSeen {
             // Acquire: used ring entries are read only after the idx that covers them.
             let idx = used.loadAcquire16(at: 2)
             if idx == lastUsedIdx { return nil }
             if Int(idx &- lastUsedIdx) > inFlight {
-                throw breakQueue(.usedIndexJump(from: lastUsedIdx, to: idx, inFlight: inFlight))
+                failure = breakQueue(.usedIndexJump(from: lastUsedIdx, to: idx, inFlight: inFlight)); return nil
             }
             usedIdxSeen = idx
         }
         let entry = used + (4 &+ Int(lastUsedIdx & mask) &* 8)
         let id = entry.loadLE(at: 0, as: UInt32.self)
         let length = entry.loadLE(at: 4, as: UInt32.self)
-        guard id < UInt32(queueSize) else { throw breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)) }
+        guard id < UInt32(queueSize) else { failure = breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)); return nil }
         let head = UInt16(truncatingIfNeeded: id)
         let slot = slots[Int(head)]
-        guard slot.count != 0 else { throw breakQueue(.usedIDNotInFlight(id: id)) }
+        guard slot.count != 0 else { failure = breakQueue(.usedIDNotInFlight(id: id)); return nil }
         guard length <= slot.writable else {
-            throw breakQueue(.usedLengthExceedsWritable(id: head, length: length, writable: slot.writable))
+            failure = breakQueue(.usedLengthExceedsWritable(id: head, length: length, writable: slot.writable)); return nil
         }
         if features.inOrder && head != oldest {
-            return try startBatch(endingAt: head, length: length)
+            return startBatch(endingAt: head, length: length, failure: &failure)
         }
         lastUsedIdx &+= 1
         retire(head)
@@ -240,17 +241,17 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     /// In-order: one used entry names the last buffer of a batch; every buffer from the
     /// oldest up to it is used, the skipped ones in full (split "In-order use of descriptors").
     @usableFromInline
-    mutating func startBatch(endingAt head: UInt16, length: UInt32) throws(RingError) -> UsedBuffer {
+    mutating func startBatch(endingAt head: UInt16, length: UInt32, failure: inout RingError?) -> UsedBuffer? {
         var buffers = 1
         var h = oldest
         while h != head {
             h = (h &+ slots[Int(h)].count) & mask
             buffers += 1
-            guard buffers <= inFlight else { throw breakQueue(.usedIDNotInFlight(id: UInt32(head))) }
+            guard buffers <= inFlight else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(head))); return nil }
         }
         let advance = Int(usedIdxSeen &- lastUsedIdx)
         guard buffers <= advance else {
-            throw breakQueue(.inOrderBatchExceedsUsedIndex(id: head, buffers: buffers, advance: advance))
+            failure = breakQueue(.inOrderBatchExceedsUsedIndex(id: head, buffers: buffers, advance: advance)); return nil
         }
         lastUsedIdx &+= UInt16(truncatingIfNeeded: buffers)
         batchPending = true
