@@ -26,6 +26,8 @@ struct RingBench: ParsableCommand {
     var singleThread = false
     @Option(help: "With --single-thread: which implementation runs, swift or c.") var side = "swift"
     @Option(help: "With --single-thread: buffers the driver adds per turn.") var burst = 32
+    @Flag(name: .customLong("latency-probe"), help: "Only measure the core-to-core round trip (ns, CPUs 0 and 1; median of 5 x 200k bounces) and print it.")
+    var latencyProbe = false
 
     struct Variant { let name: String; let packed: Bool; let inOrder: Bool }
     static let variants = [Variant(name: "packed", packed: true, inOrder: false),
@@ -48,6 +50,7 @@ struct RingBench: ParsableCommand {
 
     func run() throws {
         if singleThread { return try runSingle() }
+        if latencyProbe { return try runLatencyProbe() }
         let count = buffers ?? (quick ? 1_000_000 : 10_000_000)
         let roundCount = rounds ?? (quick ? 3 : 5)
         let cpus = cshim_allowed_cpus()
@@ -93,6 +96,14 @@ struct RingBench: ParsableCommand {
 
 extension RingBench {
     /// `--single-thread`: each layout asked for, one side, no timing worth trusting (count instructions).
+    /// The figure benchmark scripts record next to each round: this VM's vCPU-to-vCPU latency moves between modes.
+    func runLatencyProbe() throws {
+        guard cshim_allowed_cpus() >= 2 else { throw ValidationError("--latency-probe needs two CPUs") }
+        let samples = (0..<5).map { _ in rb_latency_probe(0, 1, 200_000) }
+        guard samples.allSatisfy({ $0 > 0 }) else { throw ValidationError("latency probe: could not start its thread") }
+        print(json ? "{\"roundTripNs\": \(rounded(median(samples)))}" : "core-to-core round trip: \(fmt(median(samples))) ns")
+    }
+
     func runSingle() throws {
         let count = buffers ?? 1_000_000
         let wanted = Set(layouts.split(separator: ",").map(String.init))

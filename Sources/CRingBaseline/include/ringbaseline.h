@@ -12,4 +12,8 @@ double rb_run(int packed, int in_order, int queue_size, long buffers, int driver
  * (callgrind), which repeat exactly. Returns the buffers reaped, or a negative value on an error. */
 long rb_run_single(int packed, int in_order, int queue_size, long buffers, int burst);
 
+/* Core-to-core round trip in ns: two threads pinned to cpu_a and cpu_b bounce one cache line
+ * `rounds` times (what the benchmarks record next to each round). Negative on failure. */
+double rb_latency_probe(int cpu_a, int cpu_b, long rounds);
+
 #endif
