@@ -119,5 +119,9 @@ struct Fwd: ParsableCommand {
         if mode == .icmpecho { print("icmpecho: \(t.arpReplies) ARP replies, \(t.echoReplies) echo replies, \(t.ignored) other frames") }
         print(String(format: "%.2f s, rx %.0f pps, tx %.0f pps", t.seconds, Double(t.rx.packets) / max(t.seconds, 1e-9),
                      Double(t.tx.packets) / max(t.seconds, 1e-9)))
+        if t.steadyFrames > 0 {
+            print(String(format: "steady state: %.4f heap allocations per frame (%llu in %llu frames after the first second)",
+                         Double(t.steadyAllocations) / Double(t.steadyFrames), t.steadyAllocations, t.steadyFrames))
+        }
     }
 }

@@ -106,4 +106,20 @@ import VirtioWire
         #expect(t.tx.packets == 5_001 && t.tx.bytes == t.tx.packets * 128 && t.tx.drops == 0)
         #expect(f.personality.counters.txFrames == t.tx.packets && f.personality.counters.txBytes == t.tx.bytes)
     }
+
+    /// Bursts allocate nothing: transmit alone (txonly into soft:net's null backend) and receive plus
+    /// transmit (io round the loop), counted on the forwarding thread after its first report.
+    @Test(arguments: [NetForwardMode.txonly, .io])
+    func burstsAllocateNothingInSteadyState(mode: NetForwardMode) throws {
+        let (_, net) = try attachNet(mode == .txonly ? "backend=null" : "")
+        var o = NetForwardOptions()
+        o.mode = mode
+        o.txFirst = mode == .io
+        o.peerMAC = net.mac.array
+        o.reportIntervalNanoseconds = 50_000_000
+        o.durationNanoseconds = 600_000_000
+        let t = try NetForwarder.run(net, o)
+        #expect(t.steadyFrames > 1_000, "frames moved after the first report: \(t.steadyFrames)")
+        #expect(t.steadyAllocations == 0, "\(t.steadyAllocations) heap allocations in \(t.steadyFrames) frames")
+    }
 }
