@@ -1,5 +1,6 @@
 #define _GNU_SOURCE 1
 #include "ringbaseline.h"
+#include "rbpin.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -12,14 +13,9 @@ typedef struct {
     _Alignas(64) long rounds; int cpu;
 } probe_t;
 
-static void pin_to(int cpu) {
-    cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s);
-    pthread_setaffinity_np(pthread_self(), sizeof s, &s);
-}
-
 static void *responder(void *arg) {
     probe_t *p = arg;
-    pin_to(p->cpu);
+    rb_pin(p->cpu);
     /* Odd values are ours to answer; every wait is bounded by the initiator's count. */
     for (long i = 0; i < p->rounds; i++) {
         long want = 2 * i + 1;
@@ -35,7 +31,7 @@ double rb_latency_probe(int cpu_a, int cpu_b, long rounds) {
     p.rounds = rounds; p.cpu = cpu_b;
     pthread_t t;
     if (pthread_create(&t, NULL, responder, &p) != 0) return -1;
-    pin_to(cpu_a);
+    rb_pin(cpu_a);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < rounds; i++) {

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE 1
 #include "ringbaseline.h"
 #include "ringalgos.h"
+#include "rbpin.h"
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -16,14 +17,9 @@ typedef struct {
     long notifies, interrupts;
 } run_t;
 
-static void pin(int cpu) {
-    cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s);
-    pthread_setaffinity_np(pthread_self(), sizeof s, &s);
-}
-
 static void *driver_main(void *arg) {
     run_t *r = arg;
-    pin(r->driver_cpu);
+    rb_pin(r->driver_cpu);
     slot_t *slots = calloc((size_t)r->n, sizeof(slot_t));
     long sent = 0, got = 0, notifies = 0; uint32_t len;
     if (r->packed) {
@@ -61,7 +57,7 @@ static void *driver_main(void *arg) {
 
 static void *device_main(void *arg) {
     run_t *r = arg;
-    pin(r->device_cpu);
+    rb_pin(r->device_cpu);
     while (!atomic_load(&r->ready)) {}
     long done = 0, interrupts = 0; uint64_t w; uint16_t descs; elem_t scratch[MAX_CHAIN];
     if (r->packed) {
