@@ -91,6 +91,9 @@ public enum NetForwarder {
         let start = monotonicNanoseconds()
         var lastReport = start, idleTurns = 0, turn = 0
         var allocationsFrom: UInt64?, allocationsOutside: UInt64 = 0, framesFrom: UInt64 = 0
+        // Frames this loop received (or, in txonly, sent): the frame limit's count, kept here
+        // rather than summed from the queues' totals each turn.
+        var limitCount: UInt64 = 0
         if o.txFirst {
             for p in 0..<pairs {
                 _ = try net.tx(p).pointee.transmit(count: min(o.burst, net.tx(p).pointee.room)) { _, b in
@@ -167,10 +170,8 @@ public enum NetForwarder {
                 }
                 if let d = o.durationNanoseconds, now &- start >= d { break }
             }
-            if let limit = o.frameLimit {
-                let t = totals(net, extra, start)
-                if (o.mode == .txonly ? t.tx.packets : t.rx.packets) >= limit { break }
-            }
+            limitCount &+= UInt64(moved)
+            if let limit = o.frameLimit, limitCount >= limit { break }
             if moved > 0 {
                 idleTurns = 0
             } else if o.interrupts, o.mode != .txonly {

@@ -95,7 +95,6 @@ struct RingBench: ParsableCommand {
 }
 
 extension RingBench {
-    /// `--single-thread`: each layout asked for, one side, no timing worth trusting (count instructions).
     /// The figure benchmark scripts record next to each round: this VM's vCPU-to-vCPU latency moves between modes.
     func runLatencyProbe() throws {
         guard cshim_allowed_cpus() >= 2 else { throw ValidationError("--latency-probe needs two CPUs") }
@@ -104,6 +103,7 @@ extension RingBench {
         print(json ? "{\"roundTripNs\": \(rounded(median(samples)))}" : "core-to-core round trip: \(fmt(median(samples))) ns")
     }
 
+    /// `--single-thread`: each layout asked for, one side, no timing worth trusting (count instructions).
     func runSingle() throws {
         let count = buffers ?? 1_000_000
         let wanted = Set(layouts.split(separator: ",").map(String.init))
