@@ -64,6 +64,16 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         return token
     }
 
+    /// Burst: one one-element buffer per element, published at once; tokens into `tokens`.
+    /// Returns how many were added (fewer when the ring fills). Decide on notifying with `kick()`.
+    @inlinable @inline(__always)
+    public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                                  tokens: UnsafeMutablePointer<UInt16>) throws(RingError) -> Int {
+        let n = try ring.addBurst(elements, deviceWritable: deviceWritable, tokens: tokens)
+        counters.buffersAdded &+= UInt64(n)
+        return n
+    }
+
     /// Notifies the device whatever its suppression says (a notification is never wrong, only
     /// wasted): for a queue that stopped moving while the device asks for nothing.
     @inlinable @inline(__always)
@@ -90,6 +100,14 @@ public struct Virtqueue<T: VirtioTransport>: ~Copyable {
         let used = try ring.pollUsed()
         if used != nil { counters.buffersUsed &+= 1 } else { counters.emptyPolls &+= 1 }
         return used
+    }
+
+    /// Burst: up to `maximum` used buffers into `used`; returns how many.
+    @inlinable @inline(__always)
+    public mutating func pollUsed(into used: UnsafeMutablePointer<UsedBuffer>, maximum: Int) throws(RingError) -> Int {
+        let n = try ring.pollUsed(into: used, maximum: maximum)
+        if n > 0 { counters.buffersUsed &+= UInt64(n) } else { counters.emptyPolls &+= 1 }
+        return n
     }
 
     @inlinable

@@ -29,6 +29,7 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
     @usableFromInline let lent: UnsafeMutablePointer<UInt16>
     @usableFromInline var lentCount = 0
     @usableFromInline let tokenSlot: UnsafeMutablePointer<UInt16>
+    @usableFromInline let stage: PostBurst
     public var stats = NetQueueStats()
     /// The rule the device broke on this queue; once set, nothing more is received.
     public internal(set) var violation: NetViolation?
@@ -59,6 +60,7 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
         lent = .allocate(capacity: slotCount)
         tokenSlot = .allocate(capacity: n)
         tokenSlot.initialize(repeating: 0, count: n)
+        stage = PostBurst(capacity: n)
     }
 
     deinit {
@@ -81,19 +83,19 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
     /// receive for good unless a driver that ran dry notifies after refilling: digest §4).
     @inlinable
     public mutating func refill() throws(NetError) {
-        var posted = 0
-        while freeCount > 0, virtqueue.freeDescriptors > 0 {
-            let slot = free[freeCount &- 1]
-            let e = BufferElement(address: buffers.deviceAddress &+ UInt64(Int(slot) &* bufferSize), length: UInt32(bufferSize))
-            let token: UInt16
-            do { token = try virtqueue.add(e, deviceWritable: true) } catch {
-                if error == .full { break }
-                throw .ring(virtqueue.index, error)
-            }
-            freeCount &-= 1
-            tokenSlot[Int(token)] = slot
-            posted &+= 1
+        let room = min(freeCount, virtqueue.freeDescriptors)
+        guard room > 0 else { return }
+        for i in 0..<room {
+            let slot = free[freeCount &- 1 &- i]
+            stage.stage(BufferElement(address: buffers.deviceAddress &+ UInt64(Int(slot) &* bufferSize),
+                                      length: UInt32(bufferSize)), slot: slot, at: i)
         }
+        // One burst, one avail-idx store, one notification decision (as DPDK's rx refill).
+        let posted: Int
+        do { posted = try stage.post(room, to: &virtqueue, deviceWritable: true, tokenSlot: tokenSlot) } catch {
+            throw .ring(virtqueue.index, error)
+        }
+        freeCount &-= posted
         if posted > 0 {
             stats.refills &+= UInt64(posted)
             virtqueue.kick()

@@ -29,6 +29,7 @@ public struct NetTxQueue<T: VirtioTransport>: ~Copyable {
     @usableFromInline let free: UnsafeMutablePointer<UInt16>
     @usableFromInline var freeCount: Int
     @usableFromInline let tokenSlot: UnsafeMutablePointer<UInt16>
+    @usableFromInline let stage: PostBurst
     public var stats = NetQueueStats()
     /// False for a pair above the ones VQ_PAIRS_SET enabled (M4: nothing may go out on it).
     public internal(set) var enabled = true
@@ -51,6 +52,7 @@ public struct NetTxQueue<T: VirtioTransport>: ~Copyable {
         freeCount = n
         tokenSlot = .allocate(capacity: n)
         tokenSlot.initialize(repeating: 0, count: n)
+        stage = PostBurst(capacity: n)
     }
 
     deinit {
@@ -101,40 +103,48 @@ public struct NetTxQueue<T: VirtioTransport>: ~Copyable {
         }
         // Reclaim lazily: only when the burst does not fit (DPDK's tx_free_thresh idea).
         if room < count { try reclaim() }
-        var sent = 0
-        while sent < count, room > 0 {
-            let slot = free[freeCount &- 1]
+        // Frames are built into free slots and staged, then made available in one burst (one
+        // avail-idx store, one notification decision), as DPDK's tx_burst does.
+        let fit = min(count, room)
+        var built = 0
+        var bytes = 0
+        var refused: NetError?
+        while built < fit {
+            let slot = free[freeCount &- 1 &- built]
             let base = slots.pointer + Int(slot) &* slotSize
-            let info = build(sent, UnsafeMutableRawBufferPointer(start: base + NetHeader.size, count: maxFrame))
+            let info = build(built, UnsafeMutableRawBufferPointer(start: base + NetHeader.size, count: maxFrame))
             guard info.length > 0 else { break }
-            guard info.length <= maxFrame else { throw .frameTooLong(length: info.length, limit: maxFrame) }
+            guard info.length <= maxFrame else { refused = .frameTooLong(length: info.length, limit: maxFrame); break }
             // T1-T3, T7, T10: the 12-byte header, num_buffers 0, flags only NEEDS_CSUM and only with CSUM.
             var header = NetHeader()
             if let c = info.checksum {
-                guard checksumOffload else { throw .notNegotiated("VIRTIO_NET_F_CSUM (transmit checksum offload)") }
+                guard checksumOffload else { refused = .notNegotiated("VIRTIO_NET_F_CSUM (transmit checksum offload)"); break }
                 // T6: the sum runs from csum_start to the end and lands at csum_start + csum_offset.
                 guard Int(c.start) &+ Int(c.offset) &+ 2 <= info.length else {
-                    throw .invalidRequest("checksum at \(c.start) + \(c.offset) lies outside the \(info.length)-byte frame")
+                    refused = .invalidRequest("checksum at \(c.start) + \(c.offset) lies outside the \(info.length)-byte frame")
+                    break
                 }
                 header.flags = NetHeader.needsChecksum
                 header.checksumStart = c.start
                 header.checksumOffset = c.offset
             }
             header.store(to: base)
-            let e = BufferElement(address: slots.deviceAddress &+ UInt64(Int(slot) &* slotSize),
-                                  length: UInt32(NetHeader.size &+ info.length))
-            let token: UInt16
-            do { token = try virtqueue.add(e, deviceWritable: false) } catch {
-                if error == .full { break }
-                throw .ring(virtqueue.index, error)
-            }
-            freeCount &-= 1
-            tokenSlot[Int(token)] = slot
-            sent &+= 1
-            stats.packets &+= 1
-            stats.bytes &+= UInt64(info.length)
+            stage.stage(BufferElement(address: slots.deviceAddress &+ UInt64(Int(slot) &* slotSize),
+                                      length: UInt32(NetHeader.size &+ info.length)), slot: slot, at: built)
+            bytes &+= info.length
+            built &+= 1
         }
+        // The frames built before a refused one still go (they were whole), then the refusal is thrown.
+        let sent: Int
+        do { sent = try stage.post(built, to: &virtqueue, deviceWritable: false, tokenSlot: tokenSlot) } catch {
+            throw .ring(virtqueue.index, error)
+        }
+        freeCount &-= sent
         if sent > 0 { virtqueue.kick() }
+        stats.packets &+= UInt64(sent)
+        // Every staged frame went unless the ring filled under us, which `room` rules out.
+        stats.bytes &+= UInt64(bytes)
+        if let refused { throw refused }
         stats.drops &+= UInt64(count &- sent)
         return sent
     }

@@ -113,6 +113,15 @@ extension DeviceQueue: DeviceRing {
     }
 
     @inlinable @inline(__always)
+    public mutating func pushUsedBurst(ids: UnsafePointer<UInt16>, lengths: UnsafePointer<UInt32>,
+                                       ringDescriptors: UnsafePointer<UInt16>, count: Int) {
+        switch storage {
+        case let .split(p): p.pointee.pushUsedBurst(ids: ids, lengths: lengths, ringDescriptors: ringDescriptors, count: count)
+        case let .packed(p): p.pointee.pushUsedBurst(ids: ids, lengths: lengths, ringDescriptors: ringDescriptors, count: count)
+        }
+    }
+
+    @inlinable @inline(__always)
     public mutating func needsInterrupt() -> Bool {
         switch storage {
         case let .split(p): p.pointee.needsInterrupt()

@@ -10,6 +10,10 @@ public protocol DeviceRing: ~Copyable {
     mutating func pushUsed(id: UInt16, length: UInt32, ringDescriptors: UInt16)
     /// In-order batch: one used entry for the last buffer; `buffers` and `ringDescriptors` total the batch.
     mutating func pushUsedBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16)
+    /// Burst: marks `count` buffers used, entry `i` from `ids[i]`, `lengths[i]`, `ringDescriptors[i]`,
+    /// published to the driver at once (one used-idx store, or the first used descriptor's flags last).
+    mutating func pushUsedBurst(ids: UnsafePointer<UInt16>, lengths: UnsafePointer<UInt32>,
+                                ringDescriptors: UnsafePointer<UInt16>, count: Int)
     /// After pushing used buffers: whether the driver asked to be notified (full barrier inside).
     mutating func needsInterrupt() -> Bool
     mutating func disableAvailNotifications()

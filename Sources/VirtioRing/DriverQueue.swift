@@ -117,6 +117,15 @@ extension DriverQueue: DriverRing {
     }
 
     @inlinable @inline(__always)
+    public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                                  tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int {
+        switch storage {
+        case let .split(p): p.pointee.addBurst(elements, deviceWritable: deviceWritable, tokens: tokens, failure: &failure)
+        case let .packed(p): p.pointee.addBurst(elements, deviceWritable: deviceWritable, tokens: tokens, failure: &failure)
+        }
+    }
+
+    @inlinable @inline(__always)
     public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
         switch storage {
         case let .split(p): p.pointee.pollUsed(failure: &failure)

@@ -24,6 +24,11 @@ public protocol DriverRing: ~Copyable {
     mutating func add(readable: Span<BufferElement>, writable: Span<BufferElement>, failure: inout RingError?) -> UInt16
     /// Fast path for a one-element buffer (same contract).
     mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16
+    /// Burst: makes one one-element buffer available per element, published to the device at once
+    /// (one avail-idx store, or the first descriptor's flags last); token `i` goes to `tokens[i]`.
+    /// Returns how many were added: fewer than asked when descriptors run out (not a failure).
+    mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                           tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int
     /// Next used buffer, or nil when the device has returned nothing new or `failure` was set.
     mutating func pollUsed(failure: inout RingError?) -> UsedBuffer?
     /// After adds: whether the device asked to be notified of them (full barrier inside).
@@ -70,6 +75,30 @@ extension DriverRing where Self: ~Copyable {
         let used = pollUsed(failure: &failure)
         if let failure { throw failure }
         return used
+    }
+
+    /// Burst add (see the requirement); throws only when nothing could be added for a failure.
+    @inlinable @inline(__always)
+    public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                                  tokens: UnsafeMutablePointer<UInt16>) throws(RingError) -> Int {
+        var failure: RingError?
+        let n = addBurst(elements, deviceWritable: deviceWritable, tokens: tokens, failure: &failure)
+        if let failure { throw failure }
+        return n
+    }
+
+    /// Burst poll: up to `maximum` used buffers into `used`, in the order the device returned them.
+    /// A rule the device broke after some were taken is thrown on the next call (the queue is broken).
+    @inlinable @inline(__always)
+    public mutating func pollUsed(into used: UnsafeMutablePointer<UsedBuffer>, maximum: Int) throws(RingError) -> Int {
+        var failure: RingError?
+        var n = 0
+        while n < maximum, let u = pollUsed(failure: &failure) {
+            used[n] = u
+            n &+= 1
+        }
+        if n == 0, let failure { throw failure }
+        return n
     }
 
     /// Convenience for arrays (allocates nothing; the spans borrow the arrays).

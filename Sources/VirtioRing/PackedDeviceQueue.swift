@@ -115,6 +115,30 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         usedSinceSignal &+= Int(ringDescriptors)
     }
 
+    @inlinable
+    public mutating func pushUsedBurst(ids: UnsafePointer<UInt16>, lengths: UnsafePointer<UInt32>,
+                                       ringDescriptors: UnsafePointer<UInt16>, count: Int) {
+        guard count > 0 else { return }
+        let first = desc + Int(nextUsed) &* 16
+        var firstFlags: UInt16 = 0
+        var descriptors = 0
+        for i in 0..<count {
+            let d = desc + Int(nextUsed) &* 16
+            d.storeLE(ids[i], at: 12)
+            d.storeLE(lengths[i], at: 8)
+            var flags: UInt16 = usedWrap ? DescriptorFlags.avail | DescriptorFlags.used : 0
+            if lengths[i] > 0 { flags |= DescriptorFlags.write }
+            // The driver reads used descriptors in ring order, so these become visible to it
+            // through the first one's release store below.
+            if i == 0 { firstFlags = flags } else { d.storeLE(flags, at: 14) }
+            advanceUsed(by: ringDescriptors[i])
+            descriptors &+= Int(ringDescriptors[i])
+        }
+        // Every id and len of the burst is visible before the flags that mark the first used.
+        first.storeRelease16(firstFlags, at: 14)
+        usedSinceSignal &+= descriptors
+    }
+
     /// Writes a used descriptor with raw flags (the software device's fault injection).
     public mutating func pushRawUsed(id: UInt16, length: UInt32, flags: UInt16, advance: UInt16) {
         let d = desc + Int(nextUsed) &* 16

@@ -150,6 +150,48 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
                        writable: deviceWritable ? element.length : 0)
     }
 
+    /// Burst: one one-element buffer per element; the first descriptor's flags are written last.
+    @inlinable
+    public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                                  tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int {
+        if let v = violation { failure = .broken(v); return 0 }
+        let n = min(elements.count, numFree)
+        guard n > 0 else { return 0 }
+        let write = deviceWritable ? DescriptorFlags.write : 0
+        let head = nextAvail
+        let headWrap = availWrap
+        var pos = head
+        var wrap = headWrap
+        for k in 0..<n {
+            let e = elements[k]
+            let id: UInt16
+            if features.inOrder {
+                id = pos
+            } else {
+                id = freeID
+                freeID = slots[Int(id)].next
+            }
+            writeDescriptor(pos, address: e.address, length: e.length, id: id)
+            slots[Int(id)].count = 1
+            slots[Int(id)].writable = deviceWritable ? e.length : 0
+            tokens[k] = id
+            // Ordered before the device can look by the first's release store below: a device
+            // takes buffers in ring order, so it reads these only after it has seen the first.
+            if k > 0 { desc.storeLE(Self.availBits(wrap) | write, at: Int(pos) &* 16 &+ 14) }
+            pos &+= 1
+            if pos == size16 { pos = 0; wrap.toggle() }
+        }
+        nextAvail = pos
+        availWrap = wrap
+        numFree &-= n
+        addedSinceNotify &+= n
+        inFlight &+= n
+        // Packed "Making Buffers Available" with batching: the first buffer's flags last,
+        // after a write barrier, so every descriptor of the burst is visible first.
+        desc.storeRelease16(Self.availBits(headWrap) | write, at: Int(head) &* 16 &+ 14)
+        return n
+    }
+
     @inlinable @inline(__always)
     mutating func publish(id: UInt16, head: UInt16, headFlags: UInt16, next: UInt16, wrap: Bool,
                           descriptors: Int, writable: UInt32) -> UInt16 {

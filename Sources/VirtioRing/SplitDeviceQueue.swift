@@ -105,6 +105,22 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         used.storeRelease16(usedIdx, at: 2)
     }
 
+    @inlinable
+    public mutating func pushUsedBurst(ids: UnsafePointer<UInt16>, lengths: UnsafePointer<UInt32>,
+                                       ringDescriptors: UnsafePointer<UInt16>, count: Int) {
+        guard count > 0 else { return }
+        var idx = usedIdx
+        for i in 0..<count {
+            let entry = used + (4 &+ Int(idx & mask) &* 8)
+            entry.storeLE(UInt32(ids[i]), at: 0)
+            entry.storeLE(lengths[i], at: 4)
+            idx &+= 1
+        }
+        usedIdx = idx
+        // One write barrier before the one used idx store covers every entry of the burst.
+        used.storeRelease16(idx, at: 2)
+    }
+
     /// Writes a raw used entry (the software device's fault injection: ids the driver never gave).
     public mutating func pushRawUsed(id: UInt32, length: UInt32, advance: UInt16 = 1) {
         let entry = used + (4 &+ Int(usedIdx & mask) &* 8)

@@ -128,6 +128,37 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
         return publish(head: head, last: head, descriptors: 1, writable: deviceWritable ? element.length : 0)
     }
 
+    /// Burst: one one-element buffer per element, published with a single avail-idx store.
+    @inlinable
+    public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
+                                  tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int {
+        if let v = violation { failure = .broken(v); return 0 }
+        let n = min(elements.count, numFree)
+        guard n > 0 else { return 0 }
+        let flags = deviceWritable ? DescriptorFlags.write : 0
+        var head = freeHead
+        var idx = availIdx
+        for k in 0..<n {
+            let e = elements[k]
+            let next = nextDescriptor(after: head)
+            writeDescriptor(head, address: e.address, length: e.length, flags: flags, next: next)
+            slots[Int(head)].count = 1
+            slots[Int(head)].writable = deviceWritable ? e.length : 0
+            avail.storeLE(head, at: 4 &+ Int(idx & mask) &* 2)
+            tokens[k] = head
+            idx &+= 1
+            head = next
+        }
+        freeHead = head
+        numFree &-= n
+        inFlight &+= n
+        availIdx = idx
+        // Split "Updating idx": one write barrier before the one idx store makes every ring
+        // entry and descriptor of the burst visible to a device that acquires idx.
+        avail.storeRelease16(idx, at: 2)
+        return n
+    }
+
     @inlinable @inline(__always)
     mutating func publish(head: UInt16, last: UInt16, descriptors: Int, writable: UInt32) -> UInt16 {
         freeHead = nextDescriptor(after: last)

@@ -231,11 +231,16 @@ final class SoftQueue: @unchecked Sendable {
                 s.ring!.pushUsed(id: s.batchIDs[0], length: s.batchLengths[0], ringDescriptors: s.batchDescriptors[0])
             }
         } else {
-            var i = n - 1
-            while i >= 0 {
-                s.ring!.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])
-                i -= 1
+            // Reverse order (drivers must cope with any order), published in one burst.
+            var (lo, hi) = (0, n - 1)
+            while lo < hi {
+                s.batchIDs.swapAt(lo, hi)
+                s.batchLengths.swapAt(lo, hi)
+                s.batchDescriptors.swapAt(lo, hi)
+                (lo, hi) = (lo + 1, hi - 1)
             }
+            s.ring!.pushUsedBurst(ids: s.batchIDs.baseAddress!, lengths: s.batchLengths.baseAddress!,
+                                  ringDescriptors: s.batchDescriptors.baseAddress!, count: n)
         }
         signalUsed(&s, isr: isr)
         if faults.notifyStorm, let fd = s.interruptFD {  // fault: a storm of interrupts nobody asked for

@@ -196,9 +196,9 @@ extension SoftQueue {
             tamper(UnsafeMutableRawBufferPointer(start: h, count: NetHeader.size),
                    UnsafeMutableBufferPointer(rebasing: s.batchLengths[0..<s.rx.usedCount]))
         }
-        for i in 0..<s.rx.usedCount {
-            s.ring!.pushUsed(id: s.batchIDs[i], length: s.batchLengths[i], ringDescriptors: s.batchDescriptors[i])
-        }
+        // A merged frame's buffers reach the driver together, in one burst.
+        s.ring!.pushUsedBurst(ids: s.batchIDs.baseAddress!, lengths: s.batchLengths.baseAddress!,
+                              ringDescriptors: s.batchDescriptors.baseAddress!, count: s.rx.usedCount)
         completedCount.add(1, ordering: .relaxed)
         s.rx.forgetFrame()
         signalUsed(&s, isr: isr)

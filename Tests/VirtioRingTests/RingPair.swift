@@ -17,6 +17,8 @@ protocol RingPair: AnyObject {
     func add(readable: [BufferElement], writable: [BufferElement]) throws(RingError) -> UInt16
     func addOne(_ e: BufferElement, writable: Bool) throws(RingError) -> UInt16
     func poll() throws(RingError) -> UsedBuffer?
+    func addBurst(_ elements: [BufferElement], writable: Bool) throws(RingError) -> [UInt16]
+    func pollBurst(maximum: Int) throws(RingError) -> [UsedBuffer]
     var freeDescriptors: Int { get }
     var inFlight: Int { get }
     var driverViolation: RingViolation? { get }
@@ -30,6 +32,7 @@ protocol RingPair: AnyObject {
     func pop() throws(RingError) -> (chain: AvailableChain, elements: [ChainElement])?
     func pushUsed(id: UInt16, length: UInt32, ringDescriptors: UInt16)
     func pushBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16)
+    func pushUsedBurst(_ used: [(id: UInt16, length: UInt32, ringDescriptors: UInt16)])
     func deviceNeedsInterrupt() -> Bool
     func disableAvailNotifications()
     func enableAvailNotifications() -> Bool
@@ -67,6 +70,20 @@ final class Pair<D: DriverRing & ~Copyable, V: DeviceRing & ~Copyable>: RingPair
     }
     func addOne(_ e: BufferElement, writable: Bool) throws(RingError) -> UInt16 { try driver.add(e, deviceWritable: writable) }
     func poll() throws(RingError) -> UsedBuffer? { try driver.pollUsed() }
+    func addBurst(_ elements: [BufferElement], writable: Bool) throws(RingError) -> [UInt16] {
+        var tokens = [UInt16](repeating: 0xffff, count: elements.count)
+        let n = try tokens.withUnsafeMutableBufferPointer { t throws(RingError) in
+            try driver.addBurst(elements.span, deviceWritable: writable, tokens: t.baseAddress!)
+        }
+        return Array(tokens[0..<n])
+    }
+    func pollBurst(maximum: Int) throws(RingError) -> [UsedBuffer] {
+        var used = [UsedBuffer](repeating: UsedBuffer(token: 0xffff, length: 0), count: maximum)
+        let n = try used.withUnsafeMutableBufferPointer { u throws(RingError) in
+            try driver.pollUsed(into: u.baseAddress!, maximum: maximum)
+        }
+        return Array(used[0..<n])
+    }
     var freeDescriptors: Int { driver.freeDescriptors }
     var inFlight: Int { driver.buffersInFlight }
     var driverViolation: RingViolation? { driver.violation }
@@ -86,6 +103,10 @@ final class Pair<D: DriverRing & ~Copyable, V: DeviceRing & ~Copyable>: RingPair
     }
     func pushBatch(lastID: UInt16, length: UInt32, buffers: UInt16, ringDescriptors: UInt16) {
         device.pushUsedBatch(lastID: lastID, length: length, buffers: buffers, ringDescriptors: ringDescriptors)
+    }
+    func pushUsedBurst(_ used: [(id: UInt16, length: UInt32, ringDescriptors: UInt16)]) {
+        let ids = used.map(\.id), lengths = used.map(\.length), descriptors = used.map(\.ringDescriptors)
+        device.pushUsedBurst(ids: ids, lengths: lengths, ringDescriptors: descriptors, count: used.count)
     }
     func deviceNeedsInterrupt() -> Bool { device.needsInterrupt() }
     func disableAvailNotifications() { device.disableAvailNotifications() }
