@@ -116,16 +116,27 @@ public final class FramedSocket: @unchecked Sendable {
     }
 
     /// Sends `bytes` with `fds` in one sendmsg; `what` names the message in a timeout error.
-    public func send(_ bytes: [UInt8], fds: [Int32], what: String) throws(SocketError) {
+    public func send(_ bytes: [UInt8], fds: [Int32], what: @autoclosure () -> String) throws(SocketError) {
         let timeout = Int32(clamping: sendTimeoutMilliseconds ?? -1)
         let rc = bytes.withUnsafeBytes { b in
             fds.withUnsafeBufferPointer { f in cshim_send_with_fds(fd, b.baseAddress, b.count, f.baseAddress, Int32(f.count), timeout) }
         }
+        try checkSent(rc, of: bytes.count, what: what())
+    }
+
+    /// The same from caller-owned memory and no descriptors: a message built on the stack (a posted
+    /// doorbell) goes out without a heap allocation; `what` is only formatted for an error.
+    public func send(raw b: UnsafeRawBufferPointer, what: @autoclosure () -> String) throws(SocketError) {
+        let rc = cshim_send_with_fds(fd, b.baseAddress, b.count, nil, 0, Int32(clamping: sendTimeoutMilliseconds ?? -1))
+        try checkSent(rc, of: b.count, what: what())
+    }
+
+    private func checkSent(_ rc: Int, of count: Int, what: @autoclosure () -> String) throws(SocketError) {
         if rc == -Int(EPIPE) || rc == -Int(ECONNRESET) { throw .disconnected("\(peer): the peer closed the connection") }
         if rc == -Int(ETIMEDOUT) {
-            throw .timedOut("\(peer): the peer took no data for \(sendTimeoutMilliseconds ?? 0) ms (\(what) not sent whole)")
+            throw .timedOut("\(peer): the peer took no data for \(sendTimeoutMilliseconds ?? 0) ms (\(what()) not sent whole)")
         }
-        guard rc == bytes.count else { throw .io("\(peer): send: \(String(cString: strerror(Int32(-rc))))") }
+        guard rc == count else { throw .io("\(peer): send: \(String(cString: strerror(Int32(-rc))))") }
     }
 
     /// Receives one message: a `headerLength`-byte header (descriptors come with it), then as many

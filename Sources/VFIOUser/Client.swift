@@ -244,7 +244,39 @@ public final class VFIOUserFunction: PCIFunction, @unchecked Sendable {
             }
             return
         }
-        try write(region: UInt32(index), offset: offset, width: width, value: value, posted: postedWrites(index, offset))
+        if postedWrites(index, offset), width <= 8 { return try postWrite(region: UInt32(index), offset: offset, width: width, value: value) }
+        try write(region: UInt32(index), offset: offset, width: width, value: value)
+    }
+
+    /// A doorbell as a posted REGION_WRITE (header, `u64 offset; u32 region; u32 count`, data), built
+    /// on the stack and sent under the lock: no heap allocation per notification (the `--no-poll`
+    /// hot path). Same wire bytes as `write(..., posted: true)`.
+    func postWrite(region: UInt32, offset: Int, width: Int, value: UInt64) throws(PCIError) {
+        if dead.load(ordering: .acquiring) { throw .io("\(address): the vfio-user server is gone") }
+        let size = VFIOUserHeader.length + 16 + width
+        let result: Result<Void, VFIOUserError> = withUnsafeTemporaryAllocation(byteCount: 48, alignment: 8) { m in
+            lock.withLock { id in
+                if dead.load(ordering: .acquiring) { return .failure(.disconnected("\(conn.peer): the vfio-user server is gone")) }
+                id &+= 1
+                m.storeBytes(of: id.littleEndian, toByteOffset: 0, as: UInt16.self)
+                m.storeBytes(of: VFIOUserCommand.regionWrite.rawValue.littleEndian, toByteOffset: 2, as: UInt16.self)
+                m.storeBytes(of: UInt32(size).littleEndian, toByteOffset: 4, as: UInt32.self)
+                m.storeBytes(of: VFIOUserHeader.noReply.littleEndian, toByteOffset: 8, as: UInt32.self)
+                m.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
+                m.storeBytes(of: UInt64(offset).littleEndian, toByteOffset: 16, as: UInt64.self)
+                m.storeBytes(of: region.littleEndian, toByteOffset: 24, as: UInt32.self)
+                m.storeBytes(of: UInt32(width).littleEndian, toByteOffset: 28, as: UInt32.self)
+                for i in 0..<width { m.storeBytes(of: UInt8(truncatingIfNeeded: value >> (8 * UInt64(i))), toByteOffset: 32 + i, as: UInt8.self) }
+                do throws(SocketError) {
+                    try conn.socket.send(raw: UnsafeRawBufferPointer(rebasing: m[0..<size]), what: "message \(id)")
+                    return .success(())
+                } catch {
+                    dead.store(true, ordering: .releasing)  // a half-sent message leaves the stream out of step
+                    return .failure(VFIOUserError(error))
+                }
+            }
+        }
+        do { try result.get() } catch { throw .io("\(error)") }
     }
 
     /// Writes the transport marks as doorbells (see `PCITransport.notify`): offsets in `postedRange` of BAR `postedBAR`.
