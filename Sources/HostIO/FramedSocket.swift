@@ -146,46 +146,78 @@ public final class FramedSocket: @unchecked Sendable {
     public func receive(headerLength: Int, deadline: UInt64?,
                         bodyLength: ([UInt8]) throws(SocketError) -> Int) throws(SocketError) -> (header: [UInt8], body: [UInt8], fds: [Int32]) {
         var head = [UInt8](repeating: 0, count: headerLength)
-        var fds = [Int32](repeating: -1, count: Int(CSHIM_MAX_FDS))
-        var got = 0
-        var nfds: Int32 = 0
         var all: [Int32] = []
-        func fail(_ e: SocketError) -> SocketError {
+        let length: Result<Int, SocketError> = head.withUnsafeMutableBytes { h in
+            Result { () throws(SocketError) in try readHeader(into: h.baseAddress!, count: headerLength, deadline: deadline, fds: &all) }
+                .flatMap { _ in Result { () throws(SocketError) in try bodyLength(Array(h)) } }
+        }
+        var body = [UInt8](repeating: 0, count: (try? length.get()) ?? 0)
+        let read: Result<Void, SocketError> = length.flatMap { n in
+            body.withUnsafeMutableBytes { b in
+                Result { () throws(SocketError) in try readBody(into: b.baseAddress, count: n, deadline: deadline, headerLength: headerLength) }
+            }
+        }
+        if case let .failure(e) = read {
             for x in all { Glibc.close(x) }
-            return e
-        }
-        while got < head.count {
-            do { try waitReadable(until: deadline, got: got, headerLength: headerLength, of: headerLength) } catch { throw fail(error) }
-            let n = head.withUnsafeMutableBytes { h in
-                fds.withUnsafeMutableBufferPointer { f in
-                    cshim_recv_with_fds(fd, h.baseAddress! + got, h.count - got, f.baseAddress, CSHIM_MAX_FDS, &nfds)
-                }
-            }
-            if n == -Int(EAGAIN) { continue }
-            if n == 0 { throw fail(.disconnected("\(peer): the peer closed the connection")) }
-            guard n > 0 else {
-                if n == -Int(ECONNRESET) { throw fail(.disconnected("\(peer): connection reset")) }
-                if n == -Int(EMSGSIZE) { throw fail(.protocolError("\(peer): more than \(CSHIM_MAX_FDS) file descriptors on one message")) }
-                throw fail(.io("\(peer): receive: \(String(cString: strerror(Int32(-n))))"))
-            }
-            all += fds.prefix(Int(nfds))
-            got += n
-        }
-        let length: Int
-        do { length = try bodyLength(head) } catch { throw fail(error) }
-        var body = [UInt8](repeating: 0, count: length)
-        var done = 0
-        while done < body.count {
-            do { try waitReadable(until: deadline, got: headerLength + done, headerLength: headerLength, of: headerLength + length) } catch {
-                throw fail(error)
-            }
-            // Without a deadline the read blocks (waitReadable returned at once); with one, poll waited.
-            let n = body.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + done, $0.count - done, deadline == nil ? 0 : Int32(MSG_DONTWAIT)) }
-            if n < 0, errno == EAGAIN || errno == EINTR { continue }
-            guard n > 0 else { throw fail(.disconnected("\(peer): the peer closed the connection mid-message")) }
-            done += n
+            throw e
         }
         return (head, body, all)
+    }
+
+    /// The same into caller-owned memory (a per-connection buffer): returns the message's length,
+    /// header included, and appends the descriptors to `fds` (empty when none came: no allocation).
+    /// A message longer than `buffer` is a protocol error; on any error the descriptors are closed.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, headerLength: Int, deadline: UInt64?, fds: inout [Int32],
+                        bodyLength: (UnsafeRawBufferPointer) throws(SocketError) -> Int) throws(SocketError) -> Int {
+        precondition(buffer.count >= headerLength, "a receive buffer holds at least the header")
+        let base = buffer.baseAddress!
+        do throws(SocketError) {
+            try readHeader(into: base, count: headerLength, deadline: deadline, fds: &fds)
+            let length = try bodyLength(UnsafeRawBufferPointer(start: base, count: headerLength))
+            guard length >= 0, length <= buffer.count - headerLength else {
+                throw .protocolError("\(peer): a \(headerLength + length)-byte message is longer than the \(buffer.count) bytes allowed")
+            }
+            try readBody(into: base + headerLength, count: length, deadline: deadline, headerLength: headerLength)
+            return headerLength + length
+        } catch {
+            for x in fds { Glibc.close(x) }
+            fds.removeAll(keepingCapacity: true)
+            throw error
+        }
+    }
+
+    /// Reads a whole header, taking the descriptors that come with it (appended to `all`).
+    private func readHeader(into p: UnsafeMutableRawPointer, count: Int, deadline: UInt64?, fds all: inout [Int32]) throws(SocketError) {
+        var got = 0
+        var nfds: Int32 = 0
+        try withUnsafeTemporaryAllocation(of: Int32.self, capacity: Int(CSHIM_MAX_FDS)) { (fds) throws(SocketError) in
+            while got < count {
+                try waitReadable(until: deadline, got: got, headerLength: count, of: count)
+                let n = cshim_recv_with_fds(fd, p + got, count - got, fds.baseAddress, CSHIM_MAX_FDS, &nfds)
+                if n == -Int(EAGAIN) { continue }
+                if n == 0 { throw .disconnected("\(peer): the peer closed the connection") }
+                guard n > 0 else {
+                    if n == -Int(ECONNRESET) { throw .disconnected("\(peer): connection reset") }
+                    if n == -Int(EMSGSIZE) { throw .protocolError("\(peer): more than \(CSHIM_MAX_FDS) file descriptors on one message") }
+                    throw .io("\(peer): receive: \(String(cString: strerror(Int32(-n))))")
+                }
+                for i in 0..<Int(nfds) { all.append(fds[i]) }
+                got += n
+            }
+        }
+    }
+
+    /// Reads a body of `count` bytes that follows a `headerLength`-byte header.
+    private func readBody(into p: UnsafeMutableRawPointer?, count: Int, deadline: UInt64?, headerLength: Int) throws(SocketError) {
+        var done = 0
+        while done < count {
+            try waitReadable(until: deadline, got: headerLength + done, headerLength: headerLength, of: headerLength + count)
+            // Without a deadline the read blocks (waitReadable returned at once); with one, poll waited.
+            let n = recv(fd, p! + done, count - done, deadline == nil ? 0 : Int32(MSG_DONTWAIT))
+            if n < 0, errno == EAGAIN || errno == EINTR { continue }
+            guard n > 0 else { throw .disconnected("\(peer): the peer closed the connection mid-message") }
+            done += n
+        }
     }
 
     /// True when the peer has closed its end (EOF readable now, nothing else pending): a peer

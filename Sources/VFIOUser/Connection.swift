@@ -85,13 +85,33 @@ public final class VFIOUserConnection: @unchecked Sendable {
     public func receive(maxSize: Int = VFIOUserConst.maxMessage, deadline: UInt64? = nil) throws(VFIOUserError) -> VFIOUserMessage {
         do {
             let m = try socket.receive(headerLength: VFIOUserHeader.length, deadline: deadline) { (head: [UInt8]) throws(SocketError) -> Int in
-                let size = VFIOUserHeader(decoding: head).size
-                guard size >= UInt32(VFIOUserHeader.length), size <= UInt32(maxSize) else {
-                    throw .protocolError("message size \(size) is outside 16...\(maxSize)")
-                }
-                return Int(size) - VFIOUserHeader.length
+                try head.withUnsafeBytes { h in Result { () throws(SocketError) in try Self.bodyLength(of: h, maxSize: maxSize) } }.get()
             }
             return VFIOUserMessage(header: VFIOUserHeader(decoding: m.header), payload: m.body, fds: m.fds)
         } catch { throw VFIOUserError(error) }
+    }
+
+    /// The same into `buffer` (its size is the bound on a message), descriptors appended to `fds`:
+    /// returns the message's length. Allocates nothing unless descriptors come (a server's hot path).
+    public func receive(into buffer: UnsafeMutableRawBufferPointer, fds: inout [Int32], deadline: UInt64?) throws(VFIOUserError) -> Int {
+        do {
+            return try socket.receive(into: buffer, headerLength: VFIOUserHeader.length, deadline: deadline, fds: &fds) { (head) throws(SocketError) in
+                try Self.bodyLength(of: head, maxSize: buffer.count)
+            }
+        } catch { throw VFIOUserError(error) }
+    }
+
+    /// A message's body length from its header's msg_size, which covers the header and is bounded.
+    private static func bodyLength(of head: UnsafeRawBufferPointer, maxSize: Int) throws(SocketError) -> Int {
+        let size = VFIOUserHeader(decoding: head).size
+        guard size >= UInt32(VFIOUserHeader.length), size <= UInt32(maxSize) else {
+            throw .protocolError("message size \(size) is outside 16...\(maxSize)")
+        }
+        return Int(size) - VFIOUserHeader.length
+    }
+
+    /// Sends caller-owned bytes (a reply built on the stack).
+    func send(raw b: UnsafeRawBufferPointer, id: UInt16) throws(VFIOUserError) {
+        do { try socket.send(raw: b, what: "message \(id)") } catch { throw VFIOUserError(error) }
     }
 }

@@ -79,7 +79,12 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
         let bound = UInt64(min(max(timeoutMilliseconds, 1), 86_400_000)) * 1_000_000  // 1 ms to 1 day
         let handshakeDeadline = monotonicNanoseconds() + bound
         conn.sendTimeoutMilliseconds = timeoutMilliseconds
+        // One receive buffer and descriptor list per connection: messages are read in place.
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: VFIOUserConst.maxMessage, alignment: 8)
+        var fds: [Int32] = []
+        fds.reserveCapacity(Int(CSHIM_MAX_FDS))
         defer {
+            buffer.deallocate()
             // The client is gone: reset the device, forget its memory and eventfds (vfio-user.rst "Disconnect").
             device.resetDevice()
             dropClientState()
@@ -100,11 +105,11 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
                 }
                 continue
             }
-            let m: VFIOUserMessage
             // The whole message must be in within the bound once its first byte is (and before
             // the handshake deadline while VERSION is still due).
             let deadline = negotiated ? monotonicNanoseconds() + bound : handshakeDeadline
-            do { m = try conn.receive(deadline: deadline) } catch {
+            let length: Int
+            do { length = try conn.receive(into: buffer, fds: &fds, deadline: deadline) } catch {
                 if case let .timedOut(why) = error { warn("\(why); dropped") }
                 if case let .protocolError(why) = error {
                     // Cannot be framed: tell the client (best effort) and end the connection.
@@ -114,22 +119,58 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
                 }
                 return
             }
-            let reply = handle(m, negotiated: &negotiated)
-            for fd in m.fds where !reply.consumed.contains(fd) { close(fd) }
-            guard m.header.wantsReply else { continue }
-            var out = VFIOUserMessage(id: m.header.messageID, command: VFIOUserCommand(rawValue: m.header.command) ?? .version,
-                                      flags: VFIOUserHeader.reply, payload: reply.payload)
-            out.header.command = m.header.command
-            if let e = reply.errno {
-                out = VFIOUserMessage(id: m.header.messageID, command: .version, flags: VFIOUserHeader.reply | VFIOUserHeader.errorFlag,
-                                      error: e)
-                out.header.command = m.header.command
-            }
-            do { try conn.send(out) } catch {
+            let raw = UnsafeRawBufferPointer(rebasing: buffer[0..<length])
+            let header = VFIOUserHeader(decoding: raw)
+            do throws(VFIOUserError) {
+                if negotiated, fds.isEmpty, try serveSmallWrite(header, raw, on: conn) { continue }
+                let m = VFIOUserMessage(header: header, payload: Array(raw[VFIOUserHeader.length...]), fds: fds)
+                fds.removeAll(keepingCapacity: true)
+                let reply = handle(m, negotiated: &negotiated)
+                for fd in m.fds where !reply.consumed.contains(fd) { close(fd) }
+                guard header.wantsReply else { continue }
+                if let e = reply.errno { try conn.send(errorReply(to: header, errno: e)); continue }
+                var out = VFIOUserMessage(id: header.messageID, command: .version, flags: VFIOUserHeader.reply, payload: reply.payload)
+                out.header.command = header.command
+                try conn.send(out)
+            } catch {
                 if case let .timedOut(why) = error { warn("\(why); dropped") }
                 return
             }
         }
+    }
+
+    /// A REGION_WRITE of at most 8 bytes (a doorbell, a register) served from the receive buffer,
+    /// its reply (if wanted) built on the stack: the request path allocates nothing. False for any
+    /// other message, and for one the general path must refuse (its reply says why).
+    private func serveSmallWrite(_ h: VFIOUserHeader, _ m: UnsafeRawBufferPointer, on conn: VFIOUserConnection) throws(VFIOUserError) -> Bool {
+        let at = VFIOUserHeader.length  // payload: u64 offset; u32 region; u32 count; data
+        guard h.command == VFIOUserCommand.regionWrite.rawValue, !h.isReply, m.count >= at + 16 else { return false }
+        let count = Int(UInt32(littleEndian: m.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)))
+        guard count <= 8, m.count == at + 16 + count else { return false }
+        let offset = Int(truncatingIfNeeded: UInt64(littleEndian: m.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
+        let region = UInt32(littleEndian: m.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self))
+        let done: Bool
+        do { _ = try access(region: region, offset: offset, count: count, write: UnsafeRawBufferPointer(rebasing: m[(at + 16)...])); done = true } catch {
+            done = false
+        }
+        guard h.wantsReply else { return true }
+        guard done else { try conn.send(errorReply(to: h, errno: VFIOUserErrno.einval)); return true }
+        // The reply echoes the request's offset, region and count (vfio-user.rst REGION_WRITE).
+        try withUnsafeTemporaryAllocation(byteCount: at + 16, alignment: 8) { (r) throws(VFIOUserError) in
+            r.copyMemory(from: UnsafeRawBufferPointer(rebasing: m[0..<(at + 16)]))
+            r.storeBytes(of: UInt32(at + 16).littleEndian, toByteOffset: 4, as: UInt32.self)
+            r.storeBytes(of: VFIOUserHeader.reply.littleEndian, toByteOffset: 8, as: UInt32.self)
+            r.storeBytes(of: UInt32(0), toByteOffset: 12, as: UInt32.self)
+            try conn.send(raw: UnsafeRawBufferPointer(r), id: h.messageID)
+        }
+        return true
+    }
+
+    /// The error reply to a command: its id and command, the error flag and errno.
+    private func errorReply(to h: VFIOUserHeader, errno e: UInt32) -> VFIOUserMessage {
+        var out = VFIOUserMessage(id: h.messageID, command: .version, flags: VFIOUserHeader.reply | VFIOUserHeader.errorFlag, error: e)
+        out.header.command = h.command
+        return out
     }
 
     struct Reply {
@@ -229,7 +270,9 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
                     let data = try access(region: region, offset: offset, count: count, write: nil)
                     return Reply(payload: VFIOUserPayload.regionAccess(offset: UInt64(offset), region: region, count: UInt32(count), data: data))
                 }
-                _ = try access(region: region, offset: offset, count: count, write: Array(m.payload[16...]))
+                _ = try m.payload.withUnsafeBytes { p in
+                    Result { () throws(PCIError) in try access(region: region, offset: offset, count: count, write: UnsafeRawBufferPointer(rebasing: p[16...])) }
+                }.get()
                 return Reply(payload: Array(m.payload.prefix(16)))
             } catch {
                 return fail(VFIOUserErrno.einval)
@@ -245,7 +288,7 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
     var msixVectors: Int { device.bar(1) == nil ? 0 : 8 }
 
     /// Region access in 1/2/4/8-byte pieces (configuration space in at most 4).
-    func access(region: UInt32, offset: Int, count: Int, write: [UInt8]?) throws(PCIError) -> [UInt8] {
+    func access(region: UInt32, offset: Int, count: Int, write: UnsafeRawBufferPointer?) throws(PCIError) -> [UInt8] {
         var out: [UInt8] = []
         var at = 0
         let known = region == VFIOUserConst.configRegion || region < 6
@@ -255,12 +298,9 @@ public final class VFIOUserServer<D: VFIOUserHostedDevice>: @unchecked Sendable 
             throw .outOfRange(what: "region \(region)", offset: offset, width: count, limit: limit)
         }
         while at < count {
-            var w = 1
-            for size in [8, 4, 2] where count - at >= size && (offset + at) % size == 0 {
-                if region == VFIOUserConst.configRegion && size == 8 { continue }
-                w = size
-                break
-            }
+            // The widest naturally aligned piece that fits (no array literal: doorbells come here).
+            var w = region == VFIOUserConst.configRegion ? 4 : 8
+            while w > 1, count - at < w || (offset + at) % w != 0 { w >>= 1 }
             if let write {
                 var v: UInt64 = 0
                 for i in 0..<w { v |= UInt64(write[at + i]) << (8 * UInt64(i)) }

@@ -69,8 +69,15 @@ public struct VFIOUserHeader: Sendable, Equatable {
     }
 
     public init(decoding b: [UInt8]) {
-        let r = LEReader(b)
-        self.init(messageID: r.u16(0), command: r.u16(2), size: r.u32(4), flags: r.u32(8), error: r.u32(12))
+        self = b.withUnsafeBytes { Self(decoding: $0) }
+    }
+
+    /// The header at the start of `b` (at least 16 bytes), read in place.
+    public init(decoding b: UnsafeRawBufferPointer) {
+        func u32(_ at: Int) -> UInt32 { UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
+        self.init(messageID: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
+                  command: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 2, as: UInt16.self)),
+                  size: u32(4), flags: u32(8), error: u32(12))
     }
 }
 

@@ -41,3 +41,34 @@ import VirtioSoftDevice
         #expect(kickAllocs == 0, "kick (driver doorbell + soft device) allocated \(kickAllocs) times")
     }
 }
+
+/// Runs `rounds` batches of 16 4 KiB reads and writes (submit, kick, poll) on queue 0 and returns
+/// this thread's heap allocations and the request count after 100 warm-up rounds; `warmedUp` runs
+/// once at that point (a test samples the other side's counter there).
+func countRequestAllocations<T>(_ blk: BlockDevice<T>, rounds: Int = 1500,
+                                warmedUp: () -> Void = {}) throws -> (allocations: UInt64, requests: UInt64) {
+    let data = try blk.allocateBuffer(bytes: 16 * 4096)
+    var allocations: UInt64 = 0, requests: UInt64 = 0, short = 0
+    try blk.withQueue(0) { (q: inout BlockQueue<T>) throws(BlockError) in
+        for round in 0..<rounds {
+            if round == 100 { warmedUp() }
+            let t0 = mc_thread_count()
+            for i in 0..<16 {
+                let e = BufferElement(address: data.deviceAddress + UInt64(i * 4096), length: 4096)
+                try q.submit(i & 1 == 0 ? .read : .write, sector: UInt64((round * 16 + i) % 1024) * 8, data: e, tag: UInt64(i))
+            }
+            q.kick()
+            var n = 0
+            let deadline = monotonicNanoseconds() + 5_000_000_000
+            while n < 16, monotonicNanoseconds() < deadline { while try q.poll() != nil { n += 1 } }
+            let t1 = mc_thread_count()
+            if n != 16 { short += 1 }  // (counted, not expected here: an expectation allocates)
+            if round >= 100 {
+                allocations += t1 - t0
+                requests += 16
+            }
+        }
+    }
+    #expect(short == 0, "\(short) batches did not complete within 5 s")
+    return (allocations, requests)
+}

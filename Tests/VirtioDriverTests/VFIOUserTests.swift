@@ -1,3 +1,4 @@
+import CMallocCount
 import CShim
 import Foundation
 import Synchronization
@@ -18,12 +19,17 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
     let stop = Atomic<Bool>(false)
     let finished = Atomic<Bool>(false)
     let path: String
+    /// The server thread's own heap allocations so far (sampled each time its loop turns).
+    let serverAllocations = Atomic<UInt64>(0)
 
     init(_ device: D) throws {
         path = "/tmp/vu-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         server = try VFIOUserServer(path: path, device: device)
         let t = Thread { [self] in
-            server.run { stop.load(ordering: .acquiring) }
+            server.run {
+                serverAllocations.store(mc_thread_count(), ordering: .relaxed)
+                return stop.load(ordering: .acquiring)
+            }
             finished.store(true, ordering: .releasing)
         }
         t.name = "vfio-user-srv"
@@ -129,6 +135,22 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
         #expect(served.server.device.log.violations.isEmpty, "\(served.server.device.log.violations)")
     }
 
+    /// Doorbells are posted REGION_WRITEs the server serves as they come (this device does not poll):
+    /// neither the driver's submit / kick / poll nor the server's receive and request service allocates.
+    @Test(arguments: ["packed=on,in_order=on", "packed=off,in_order=off"])
+    func neitherSideAllocatesPerDoorbell(spec: String) throws {
+        let served = try ServedDevice(try softBlock("size=4M," + spec))
+        defer { served.shutdown() }
+        let blk = try BlockDevice(transport: try served.transport())
+        var serverBefore: UInt64 = 0
+        let (driverAllocs, requests) = try countRequestAllocations(blk) {
+            serverBefore = served.serverAllocations.load(ordering: .relaxed)
+        }
+        let serverAllocs = served.serverAllocations.load(ordering: .relaxed) - serverBefore
+        #expect(driverAllocs == 0, "the driver allocated \(driverAllocs) times in \(requests) requests")
+        #expect(serverAllocs == 0, "the server allocated \(serverAllocs) times in \(requests) requests")
+    }
+
     @Test func msixInterruptsOverVFIOUser() throws {
         let served = try ServedDevice(try softBlock(""))
         defer { served.shutdown() }
@@ -197,6 +219,16 @@ final class ServedDevice<D: VFIOUserHostedDevice>: @unchecked Sendable {
         #expect(try c.receive().header.error == VFIOUserErrno.einval)
         try c.send(VFIOUserMessage(id: 5, command: .regionWrite, payload: VFIOUserPayload.regionAccess(offset: 0, region: 7, count: 8, data: [1])))
         #expect(try c.receive().header.error == VFIOUserErrno.einval, "count says 8, one byte follows")
+        // Writes of up to 8 bytes are served in place: the reply echoes offset, region and count; a
+        // write past the region is still EINVAL.
+        let line = VFIOUserPayload.regionAccess(offset: 0x3C, region: VFIOUserConst.configRegion, count: 1, data: [0x0B])
+        try c.send(VFIOUserMessage(id: 10, command: .regionWrite, payload: line))
+        let echo = try c.receive()
+        #expect(!echo.header.isError && echo.header.messageID == 10 && echo.header.command == VFIOUserCommand.regionWrite.rawValue)
+        #expect(echo.header.size == 32 && echo.payload == Array(line.prefix(16)))
+        try c.send(VFIOUserMessage(id: 11, command: .regionWrite, payload: VFIOUserPayload.regionAccess(offset: 1 << 20, region: 4, count: 4, data: [1, 2, 3, 4])))
+        let past = try c.receive()
+        #expect(past.header.error == VFIOUserErrno.einval && past.header.messageID == 11)
         // An offset past off_t, and a window past the end of the memfd it comes with (it would SIGBUS
         // the device later): refused, nothing mapped.
         let small = try SharedDMAMemory(size: 4096)

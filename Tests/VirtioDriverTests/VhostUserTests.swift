@@ -21,10 +21,19 @@ final class ServedVhostDevice: @unchecked Sendable {
     let backendAllocations = Atomic<UInt64>(0)
     var device: SoftPCIFunction<SoftBlock> { backend.device }
 
-    init(_ device: SoftPCIFunction<SoftBlock>, timeoutMilliseconds: Int = 5_000) throws {
+    /// The device's polling thread when it polls (kicks are then drained, not served).
+    private var poller: SoftPoller?
+    /// That thread's heap allocations so far (sampled after each round over the queues).
+    let pollerAllocations = Atomic<UInt64>(0)
+
+    init(_ device: SoftPCIFunction<SoftBlock>, timeoutMilliseconds: Int = 5_000, devicePolls: Bool = false) throws {
         path = "/tmp/vhu-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
         backend = try VhostUserBackend(path: path, device: device)
         backend.timeoutMilliseconds = timeoutMilliseconds
+        backend.devicePolls = devicePolls
+        if devicePolls {
+            poller = device.startPolling { [weak self] in self?.pollerAllocations.store(mc_thread_count(), ordering: .relaxed) }
+        }
         backend.warn = { [weak self] w in self?.refusals.withLock { $0.append(w) } }
         let t = Thread { [self] in
             backend.run {
@@ -40,6 +49,7 @@ final class ServedVhostDevice: @unchecked Sendable {
     func shutdown() {
         stop.store(true, ordering: .releasing)
         while !finished.load(ordering: .acquiring) { usleep(1000) }
+        poller?.stop()
     }
 
     func frontend(timeout: Int = 5_000, dma: Int = 16 << 20) throws -> VhostUserFrontend {
@@ -152,31 +162,33 @@ func verifiedIO<T>(_ blk: BlockDevice<T>, device: SoftPCIFunction<SoftBlock>) th
         let served = try ServedVhostDevice(try softBlock("size=4M," + spec))
         defer { served.shutdown() }
         let blk = try BlockDevice(transport: try served.frontend())
-        let data = try blk.allocateBuffer(bytes: 16 * 4096)
-        var driverAllocs: UInt64 = 0, requests: UInt64 = 0, backendBefore: UInt64 = 0
-        try blk.withQueue(0) { (q: inout BlockQueue<VhostUserFrontend>) throws(BlockError) in
-            for round in 0..<1500 {
-                if round == 100 { backendBefore = served.backendAllocations.load(ordering: .relaxed) }
-                let t0 = mc_thread_count()
-                for i in 0..<16 {
-                    let e = BufferElement(address: data.deviceAddress + UInt64(i * 4096), length: 4096)
-                    try q.submit(i & 1 == 0 ? .read : .write, sector: UInt64((round * 16 + i) % 1024) * 8, data: e, tag: UInt64(i))
-                }
-                q.kick()
-                var n = 0
-                let deadline = monotonicNanoseconds() + 5_000_000_000
-                while n < 16, monotonicNanoseconds() < deadline { while try q.poll() != nil { n += 1 } }
-                let t1 = mc_thread_count()
-                #expect(n == 16)  // (counted outside: the expectation allocates)
-                if round >= 100 {  // after warm-up
-                    driverAllocs += t1 - t0
-                    requests += 16
-                }
-            }
+        var backendBefore: UInt64 = 0
+        let (driverAllocs, requests) = try countRequestAllocations(blk) {
+            backendBefore = served.backendAllocations.load(ordering: .relaxed)
         }
         let backendAllocs = served.backendAllocations.load(ordering: .relaxed) - backendBefore
         #expect(driverAllocs == 0, "the driver allocated \(driverAllocs) times in \(requests) requests")
         #expect(backendAllocs == 0, "the backend allocated \(backendAllocs) times in \(requests) requests")
+    }
+
+    /// In poll mode the device's thread finds the requests itself and the backend only drains kicks:
+    /// neither the driver nor the polling thread allocates per request.
+    @Test(arguments: ["packed=on,in_order=on", "packed=off,in_order=off"])
+    func aPollingBackendAllocatesNothingPerRequest(spec: String) throws {
+        let served = try ServedVhostDevice(try softBlock("size=4M," + spec), devicePolls: true)
+        defer { served.shutdown() }
+        let blk = try BlockDevice(transport: try served.frontend())
+        var pollerBefore: UInt64 = 0, backendBefore: UInt64 = 0
+        let (driverAllocs, requests) = try countRequestAllocations(blk) {
+            pollerBefore = served.pollerAllocations.load(ordering: .relaxed)
+            backendBefore = served.backendAllocations.load(ordering: .relaxed)
+        }
+        let pollerAllocs = served.pollerAllocations.load(ordering: .relaxed) - pollerBefore
+        let backendAllocs = served.backendAllocations.load(ordering: .relaxed) - backendBefore
+        #expect(pollerBefore > 0, "the polling thread ran")
+        #expect(driverAllocs == 0, "the driver allocated \(driverAllocs) times in \(requests) requests")
+        #expect(pollerAllocs == 0, "the polling device allocated \(pollerAllocs) times in \(requests) requests")
+        #expect(backendAllocs == 0, "the backend allocated \(backendAllocs) times draining kicks for \(requests) requests")
     }
 
     @Test func aFrontendThatLeavesLeavesTheBackendReadyForTheNext() throws {
