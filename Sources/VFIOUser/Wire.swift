@@ -68,11 +68,14 @@ public struct VFIOUserHeader: Sendable, Equatable {
         return w.out
     }
 
+    /// The header at the start of `b`; bytes past its end read as zero (a short peer message
+    /// still decodes, and its size field then says it is short).
     public init(decoding b: [UInt8]) {
-        self = b.withUnsafeBytes { Self(decoding: $0) }
+        let r = LEReader(b)
+        self.init(messageID: r.u16(0), command: r.u16(2), size: r.u32(4), flags: r.u32(8), error: r.u32(12))
     }
 
-    /// The header at the start of `b` (at least 16 bytes), read in place.
+    /// The header at the start of `b`, read in place: the caller has framed at least 16 bytes.
     public init(decoding b: UnsafeRawBufferPointer) {
         func u32(_ at: Int) -> UInt32 { UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
         self.init(messageID: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt16.self)),
