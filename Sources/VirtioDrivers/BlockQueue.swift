@@ -12,6 +12,10 @@ public enum BlockOperation: Sendable, Equatable {
     case discard(sectors: UInt32)
     case writeZeroes(sectors: UInt32, unmap: Bool)
 
+    /// Pattern matches, not the derived `==` (not inlinable across modules: a call per request).
+    @inlinable var isRead: Bool { if case .read = self { true } else { false } }
+    @inlinable var isWrite: Bool { if case .write = self { true } else { false } }
+
     @inlinable var requestType: UInt32 {
         switch self {
         case .read: BlockRequestType.read
@@ -228,14 +232,15 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             guard !o, end <= limits.capacitySectors else {
                 throw .outOfRange(sector: sector, sectors: sectors, capacity: limits.capacitySectors)
             }
+            // blk_size is a power of two (checked at attach): masks, not divisions, per request.
             let perBlock = UInt64(limits.blockSize / 512)
-            guard sector % perBlock == 0 else { throw .misaligned(what: "sector", value: sector, blockSize: limits.blockSize) }
+            guard sector & (perBlock &- 1) == 0 else { throw .misaligned(what: "sector", value: sector, blockSize: limits.blockSize) }
         }
         switch op {
         case .read, .write:
-            if op == .write, limits.readOnly { throw .readOnly }
+            if op.isWrite, limits.readOnly { throw .readOnly }
             guard length > 0 else { throw .invalidRequest("a \(op) needs a data buffer") }
-            guard length % Int(limits.blockSize) == 0 else {
+            guard length & (Int(limits.blockSize) &- 1) == 0 else {
                 throw .misaligned(what: "length", value: UInt64(length), blockSize: limits.blockSize)
             }
             try range(UInt64(length / 512))
@@ -272,7 +277,7 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
         let slot = freeSlots[freeCount &- 1]
         let base = slots.pointer + Int(slot) &* 64
         let baseAddress = slots.deviceAddress &+ UInt64(Int(slot) &* 64)
-        BlockRequestHeader(type: op.requestType, sector: (op == .read || op == .write) ? sector : 0).store(to: base)
+        BlockRequestHeader(type: op.requestType, sector: op.isRead || op.isWrite ? sector : 0).store(to: base)
         // Slot layout: header at 0, status byte at 16, discard/write-zeroes segment at 32.
         // A status the device never writes stays notWritten and is caught.
         base.storeBytes(of: BlockStatusByte.notWritten, toByteOffset: 16, as: UInt8.self)
@@ -296,7 +301,7 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
                 count &+= 1
                 offset &+= n
             }
-            if op == .write { readable = count }
+            if op.isWrite { readable = count }
         case let .discard(n), let .writeZeroes(n, _):
             var flags: UInt32 = 0
             if case let .writeZeroes(_, unmap) = op, unmap { flags = BlockDiscardSegment.unmap }
@@ -326,7 +331,7 @@ public struct BlockQueue<T: VirtioTransport>: ~Copyable {
             io.advance(to: now, inFlight: inFlight &- 1)
             slotStart[Int(slot)] = now
             let sectors = Int64(length / 512)
-            slotSectors[Int(slot)] = op == .read ? sectors : op == .write ? -sectors : 0
+            slotSectors[Int(slot)] = op.isRead ? sectors : op.isWrite ? -sectors : 0
         }
     }
 
