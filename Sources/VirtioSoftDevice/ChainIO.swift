@@ -2,10 +2,19 @@ import VirtioRing
 
 /// Copies bytes out of a chain's device-readable part and into its device-writable part,
 /// translating every element through the device's view of DMA memory.
-struct ChainIO<Memory: DeviceMemory> {
+struct ChainIO<Memory: DeviceMemory & AnyObject> {
     let elements: UnsafeMutableBufferPointer<ChainElement>
     let chain: AvailableChain
-    let memory: Memory
+    /// Borrowed for one request: the personality's `handle` holds the memory for the call, and a
+    /// ChainIO never outlives it. A strong reference (or an unowned(unsafe) one, which becomes
+    /// strong at each use) was a retain and a release per request and per read or write.
+    let memory: Unmanaged<Memory>
+
+    init(elements: UnsafeMutableBufferPointer<ChainElement>, chain: AvailableChain, memory: Memory) {
+        self.elements = elements
+        self.chain = chain
+        self.memory = .passUnretained(memory)
+    }
 
     var readableBytes: Int {
         var n = 0
@@ -27,7 +36,7 @@ struct ChainIO<Memory: DeviceMemory> {
             let len = Int(e.length)
             if skip >= len { skip -= len; continue }
             let n = min(len - skip, left)
-            guard let p = memory.pointer(at: e.address &+ UInt64(skip), length: n) else { return false }
+            guard let p = memory._withUnsafeGuaranteedRef({ $0.pointer(at: e.address &+ UInt64(skip), length: n) }) else { return false }
             body(p, done, n)
             done += n
             left -= n

@@ -43,25 +43,38 @@ extension SoftPCIFunction {
     public func startPolling(eachTurn: (@Sendable () -> Void)? = nil) -> SoftPoller {
         SoftPoller { [weak self] poller in
             var idle = 0
+            // One weak load per stretch of up to 256 busy turns, not one per turn (with its retain
+            // and release): the function can still go away between stretches, and an idle poller
+            // lets go of it before it sleeps.
             while !poller.stopping, let me = self {
-                eachTurn?()
-                var moved = false
-                if me.live.load(ordering: .acquiring), me.busMaster.load(ordering: .acquiring),
-                   !me.stopped.load(ordering: .acquiring) {
-                    let negotiated = me.negotiatedFeatures
-                    let memory = me.arena  // one lock per round, not per queue
-                    for q in 0..<me.personality.queueCount {
-                        let before = me.queues[q].completedCount.load(ordering: .relaxed)
-                        if let why = me.queues[q].process(personality: me.personality, memory: memory, negotiated: negotiated,
-                                                          faults: me.faults, isr: me.isr, stopped: me.stopped, polling: true) {
-                            me.deviceError(why)
-                        }
-                        if me.queues[q].completedCount.load(ordering: .relaxed) != before { moved = true }
-                    }
+                var turns = 0
+                while turns < 256, !poller.stopping {
+                    eachTurn?()
+                    idle = me.pollTurn() ? 0 : idle + 1
+                    turns += 1
+                    if idle > 100 { break }
                 }
-                idle = moved ? 0 : idle + 1
                 if idle > 2000 { usleep(100) } else if idle > 100 { sched_yield() }
             }
         }
+    }
+
+    /// One round over the request queues; true when any of them completed something.
+    private func pollTurn() -> Bool {
+        guard live.load(ordering: .acquiring), busMaster.load(ordering: .acquiring), !stopped.load(ordering: .acquiring) else {
+            return false
+        }
+        var moved = false
+        let negotiated = negotiatedFeatures
+        let memory = arena  // one lock per round, not per queue
+        for q in 0..<personality.queueCount {
+            let before = queues[q].completedCount.load(ordering: .relaxed)
+            if let why = queues[q].process(personality: personality, memory: memory, negotiated: negotiated,
+                                           faults: faults, isr: isr, stopped: stopped, polling: true) {
+                deviceError(why)
+            }
+            if queues[q].completedCount.load(ordering: .relaxed) != before { moved = true }
+        }
+        return moved
     }
 }
