@@ -93,7 +93,7 @@ extension DriverQueue: DriverRing {
         }
     }
 
-    public var violation: RingViolation? {
+    @inlinable public var violation: RingViolation? {
         switch storage {
         case let .split(p): p.pointee.violation
         case let .packed(p): p.pointee.violation
@@ -126,10 +126,10 @@ extension DriverQueue: DriverRing {
     }
 
     @inlinable @inline(__always)
-    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
+    public mutating func takeUsed() -> UsedBuffer? {
         switch storage {
-        case let .split(p): p.pointee.pollUsed(failure: &failure)
-        case let .packed(p): p.pointee.pollUsed(failure: &failure)
+        case let .split(p): p.pointee.takeUsed()
+        case let .packed(p): p.pointee.takeUsed()
         }
     }
 

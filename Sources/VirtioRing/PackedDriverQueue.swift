@@ -284,8 +284,8 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     // MARK: used buffers
 
     @inlinable @inline(__always)
-    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
-        if let v = violation { failure = .broken(v); return nil }
+    public mutating func takeUsed() -> UsedBuffer? {
+        if violation != nil { return nil }
         if batchPending { return retireBatchMember() }
         if inFlight == 0 { return nil }
         let off = Int(nextUsed) &* 16
@@ -296,22 +296,22 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         if usedBit != usedWrap || availBit != usedWrap {
             // Still as the driver wrote it (AVAIL = wrap, USED = !wrap): not used yet.
             if availBit == usedWrap && usedBit != usedWrap { return nil }
-            failure = breakQueue(.inconsistentAvailUsedBits(position: nextUsed, flags: flags, wrap: usedWrap)); return nil
+            _ = breakQueue(.inconsistentAvailUsedBits(position: nextUsed, flags: flags, wrap: usedWrap)); return nil
         }
         let id = desc.loadLE(at: off &+ 12, as: UInt16.self)
-        guard Int(id) < queueSize else { failure = breakQueue(.usedIDOutOfRange(id: UInt32(id), queueSize: queueSize)); return nil }
+        guard Int(id) < queueSize else { _ = breakQueue(.usedIDOutOfRange(id: UInt32(id), queueSize: queueSize)); return nil }
         let slot = slots[Int(id)]
-        guard slot.count != 0 else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
+        guard slot.count != 0 else { _ = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
         // The spec reserves the used length when WRITE is clear in the used descriptor, but QEMU
         // (7.2) never sets WRITE there and Linux and DPDK read the length regardless: read it
         // whenever the buffer has a writable part, and still bound it by that part.
         let length = flags & DescriptorFlags.write != 0 || slot.writable != 0
             ? desc.loadLE(at: off &+ 8, as: UInt32.self) : 0
         guard length <= slot.writable else {
-            failure = breakQueue(.usedLengthExceedsWritable(id: id, length: length, writable: slot.writable)); return nil
+            _ = breakQueue(.usedLengthExceedsWritable(id: id, length: length, writable: slot.writable)); return nil
         }
         if features.inOrder && id != nextUsed {
-            return startBatch(endingAt: id, length: length, failure: &failure)
+            return startBatch(endingAt: id, length: length)
         }
         retire(id)
         return UsedBuffer(token: id, length: length)
@@ -336,14 +336,14 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     /// In-order: the used descriptor names the last buffer of a batch, written over the
     /// first; the driver retires every buffer up to it, the skipped ones in full.
     @usableFromInline
-    mutating func startBatch(endingAt id: UInt16, length: UInt32, failure: inout RingError?) -> UsedBuffer? {
+    mutating func startBatch(endingAt id: UInt16, length: UInt32) -> UsedBuffer? {
         var buffers = 1
         var h = nextUsed
         while h != id {
             h &+= slots[Int(h)].count
             if h >= size16 { h &-= size16 }
             buffers += 1
-            guard buffers <= inFlight else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
+            guard buffers <= inFlight else { _ = breakQueue(.usedIDNotInFlight(id: UInt32(id))); return nil }
         }
         batchPending = true
         batchEnd = id

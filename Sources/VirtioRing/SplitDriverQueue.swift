@@ -222,30 +222,30 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     // MARK: used buffers
 
     @inlinable @inline(__always)
-    public mutating func pollUsed(failure: inout RingError?) -> UsedBuffer? {
-        if let v = violation { failure = .broken(v); return nil }
+    public mutating func takeUsed() -> UsedBuffer? {
+        if violation != nil { return nil }
         if batchPending { return retireBatchMember() }
         if lastUsedIdx == usedIdxSeen {
             // Acquire: used ring entries are read only after the idx that covers them.
             let idx = used.loadAcquire16(at: 2)
             if idx == lastUsedIdx { return nil }
             if Int(idx &- lastUsedIdx) > inFlight {
-                failure = breakQueue(.usedIndexJump(from: lastUsedIdx, to: idx, inFlight: inFlight)); return nil
+                _ = breakQueue(.usedIndexJump(from: lastUsedIdx, to: idx, inFlight: inFlight)); return nil
             }
             usedIdxSeen = idx
         }
         let entry = used + (4 &+ Int(lastUsedIdx & mask) &* 8)
         let id = entry.loadLE(at: 0, as: UInt32.self)
         let length = entry.loadLE(at: 4, as: UInt32.self)
-        guard id < UInt32(queueSize) else { failure = breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)); return nil }
+        guard id < UInt32(queueSize) else { _ = breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)); return nil }
         let head = UInt16(truncatingIfNeeded: id)
         let slot = slots[Int(head)]
-        guard slot.count != 0 else { failure = breakQueue(.usedIDNotInFlight(id: id)); return nil }
+        guard slot.count != 0 else { _ = breakQueue(.usedIDNotInFlight(id: id)); return nil }
         guard length <= slot.writable else {
-            failure = breakQueue(.usedLengthExceedsWritable(id: head, length: length, writable: slot.writable)); return nil
+            _ = breakQueue(.usedLengthExceedsWritable(id: head, length: length, writable: slot.writable)); return nil
         }
         if features.inOrder && head != oldest {
-            return startBatch(endingAt: head, length: length, failure: &failure)
+            return startBatch(endingAt: head, length: length)
         }
         lastUsedIdx &+= 1
         retire(head)
@@ -272,17 +272,17 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     /// In-order: one used entry names the last buffer of a batch; every buffer from the
     /// oldest up to it is used, the skipped ones in full (split "In-order use of descriptors").
     @usableFromInline
-    mutating func startBatch(endingAt head: UInt16, length: UInt32, failure: inout RingError?) -> UsedBuffer? {
+    mutating func startBatch(endingAt head: UInt16, length: UInt32) -> UsedBuffer? {
         var buffers = 1
         var h = oldest
         while h != head {
             h = (h &+ slots[Int(h)].count) & mask
             buffers += 1
-            guard buffers <= inFlight else { failure = breakQueue(.usedIDNotInFlight(id: UInt32(head))); return nil }
+            guard buffers <= inFlight else { _ = breakQueue(.usedIDNotInFlight(id: UInt32(head))); return nil }
         }
         let advance = Int(usedIdxSeen &- lastUsedIdx)
         guard buffers <= advance else {
-            failure = breakQueue(.inOrderBatchExceedsUsedIndex(id: head, buffers: buffers, advance: advance)); return nil
+            _ = breakQueue(.inOrderBatchExceedsUsedIndex(id: head, buffers: buffers, advance: advance)); return nil
         }
         lastUsedIdx &+= UInt16(truncatingIfNeeded: buffers)
         batchPending = true

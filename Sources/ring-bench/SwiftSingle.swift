@@ -33,7 +33,8 @@ func turns<D: DriverRing & ~Copyable, V: DeviceRing & ~Copyable>(_ d: inout D, _
     do {
         while got < buffers {
             var k = 0
-            while k < burst, sent < buffers, d.freeDescriptors > 0, (try? d.add(element, deviceWritable: true)) != nil {
+            // As rb_run_single: a full ring ends the burst through add's own check (.full).
+            while k < burst, sent < buffers, (try? d.add(element, deviceWritable: true)) != nil {
                 sent &+= 1
                 k &+= 1
             }
