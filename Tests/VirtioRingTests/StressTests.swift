@@ -6,6 +6,13 @@ import VirtioRing
 import Glibc
 #endif
 
+/// CLOCK_MONOTONIC in nanoseconds (the stress threads' deadlines).
+func nowNanoseconds() -> UInt64 {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+}
+
 /// Runs `body` on a new POSIX thread; `join` waits for it.
 final class TestThread: @unchecked Sendable {
     private var thread = pthread_t()
@@ -55,9 +62,13 @@ struct StressTests {
                 var rng = SplitMix(seed: 5)
                 var sent = 0, got = 0
                 var expectedLength = [UInt32](repeating: 0, count: size)
+                var lastProgress = nowNanoseconds()
+                var next = 1 + rng.below(4)
                 while got < buffers {
-                    while sent < buffers {
-                        let n = 1 + rng.below(4)
+                    // Room is checked first: an add that throws .full would cost a backtrace per
+                    // burst (Swift Testing captures one for every thrown error), seconds under load.
+                    while sent < buffers, q.freeDescriptors >= next {
+                        let n = next
                         let readable = rng.below(n)
                         var r: [BufferElement] = [], w: [BufferElement] = []
                         for k in 0..<n {
@@ -67,8 +78,10 @@ struct StressTests {
                         guard let token = try? q.add(readable: r.span, writable: w.span) else { break }
                         expectedLength[Int(token)] = w.reduce(0) { $0 + $1.length }
                         sent += 1
+                        next = 1 + rng.below(4)
                     }
                     _ = q.needsNotification()
+                    let before = got
                     do {
                         while let u = try q.pollUsed() {
                             if u.length != expectedLength[Int(u.token)] { failures.add(1, ordering: .relaxed) }
@@ -78,6 +91,10 @@ struct StressTests {
                         failures.add(1000, ordering: .relaxed)
                         return
                     }
+                    // Never wait forever: not on a device that gave up, nor on one that stopped.
+                    if got != before { lastProgress = nowNanoseconds(); continue }
+                    if failures.load(ordering: .relaxed) >= 10_000 { return }
+                    if nowNanoseconds() - lastProgress > 60_000_000_000 { failures.add(100_000, ordering: .relaxed); return }
                 }
             }
             if layout == .packed {
@@ -97,13 +114,21 @@ struct StressTests {
             func serve<V: DeviceRing & ~Copyable>(_ q: inout V) {
                 var done = 0
                 var spins = 0
+                var waitingSince: UInt64 = 0
                 while done < buffers {
                     do {
                         guard let c = try q.popAvailable(into: scratch) else {
+                            // Gives up after 60 s without a buffer (a clock, not a spin count: a
+                            // driver thread descheduled on a loaded machine is not a failure).
                             spins += 1
-                            if spins > 200_000_000 { failures.add(10_000, ordering: .relaxed); return }
+                            if spins == 1 { waitingSince = nowNanoseconds() }
+                            if spins & 0xFFFF == 0 {
+                                if nowNanoseconds() - waitingSince > 60_000_000_000 { failures.add(10_000, ordering: .relaxed); return }
+                                if failures.load(ordering: .relaxed) >= 1000 { return }  // the driver stopped
+                            }
                             continue
                         }
+                        spins = 0
                         for k in 0..<c.elementCount where scratch[k].length != UInt32(8 + k) {
                             failures.add(1, ordering: .relaxed)
                         }
