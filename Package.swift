@@ -84,7 +84,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "VirtioRingTests",
-            dependencies: ["VirtioRing", "CShim", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
+            dependencies: ["VirtioRing", "VirtioCore", "CShim", "TestSupport", .product(name: "PropertyBased", package: "swift-property-based")]),
         .testTarget(name: "VirtioWireTests", dependencies: ["VirtioWire"]),
         .testTarget(
             name: "VirtioDriverTests",

@@ -149,8 +149,7 @@ public final class FramedSocket: @unchecked Sendable {
         var all: [Int32] = []
         let length: Result<Int, SocketError> = head.withUnsafeMutableBytes { h in
             Result { () throws(SocketError) in try readHeader(into: h.baseAddress!, count: headerLength, deadline: deadline, fds: &all) }
-                .flatMap { _ in Result { () throws(SocketError) in try bodyLength(Array(h)) } }
-        }
+        }.flatMap { Result { () throws(SocketError) in try bodyLength(head) } }
         var body = [UInt8](repeating: 0, count: (try? length.get()) ?? 0)
         let read: Result<Void, SocketError> = length.flatMap { n in
             body.withUnsafeMutableBytes { b in

@@ -91,9 +91,7 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
         let room = min(freeCount, virtqueue.freeDescriptors)
         guard room > 0 else { return }
         for i in 0..<room {
-            var at = freeHead &+ i
-            if at >= slotCount { at &-= slotCount }
-            let slot = free[at]
+            let slot = free[freeIndex(i)]
             stage.stage(BufferElement(address: buffers.deviceAddress &+ UInt64(Int(slot) &* bufferSize),
                                       length: UInt32(bufferSize)), slot: slot, at: i)
         }
@@ -103,21 +101,25 @@ public struct NetRxQueue<T: VirtioTransport>: ~Copyable {
             throw .ring(virtqueue.index, error)
         }
         freeCount &-= posted
-        freeHead &+= posted
-        if freeHead >= slotCount { freeHead &-= slotCount }
+        freeHead = freeIndex(posted)
         if posted > 0 {
             stats.refills &+= UInt64(posted)
             virtqueue.kick()
         }
     }
 
+    /// Where the free FIFO's `k`th entry from its head lies (k <= slotCount).
+    @inlinable @inline(__always)
+    func freeIndex(_ k: Int) -> Int {
+        let at = freeHead &+ k
+        return at >= slotCount ? at &- slotCount : at
+    }
+
     /// Takes back the buffers lent with the last burst.
     @inlinable
     mutating func recycle() {
         for i in 0..<lentCount {
-            var at = freeHead &+ freeCount
-            if at >= slotCount { at &-= slotCount }
-            free[at] = lent[i]
+            free[freeIndex(freeCount)] = lent[i]
             freeCount &+= 1
         }
         lentCount = 0

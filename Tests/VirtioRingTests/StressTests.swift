@@ -1,17 +1,11 @@
 import Synchronization
 import TestSupport
 import Testing
+import VirtioCore
 import VirtioRing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// CLOCK_MONOTONIC in nanoseconds (the stress threads' deadlines).
-func nowNanoseconds() -> UInt64 {
-    var t = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &t)
-    return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
-}
 
 /// Runs `body` on a new POSIX thread; `join` waits for it.
 final class TestThread: @unchecked Sendable {
@@ -62,7 +56,7 @@ struct StressTests {
                 var rng = SplitMix(seed: 5)
                 var sent = 0, got = 0
                 var expectedLength = [UInt32](repeating: 0, count: size)
-                var lastProgress = nowNanoseconds()
+                var lastProgress = monotonicNanoseconds()
                 var next = 1 + rng.below(4)
                 while got < buffers {
                     // Room is checked first: an add that throws .full would cost a backtrace per
@@ -92,9 +86,9 @@ struct StressTests {
                         return
                     }
                     // Never wait forever: not on a device that gave up, nor on one that stopped.
-                    if got != before { lastProgress = nowNanoseconds(); continue }
+                    if got != before { lastProgress = monotonicNanoseconds(); continue }
                     if failures.load(ordering: .relaxed) >= 10_000 { return }
-                    if nowNanoseconds() - lastProgress > 60_000_000_000 { failures.add(100_000, ordering: .relaxed); return }
+                    if monotonicNanoseconds() - lastProgress > 60_000_000_000 { failures.add(100_000, ordering: .relaxed); return }
                 }
             }
             if layout == .packed {
@@ -121,9 +115,9 @@ struct StressTests {
                             // Gives up after 60 s without a buffer (a clock, not a spin count: a
                             // driver thread descheduled on a loaded machine is not a failure).
                             spins += 1
-                            if spins == 1 { waitingSince = nowNanoseconds() }
+                            if spins == 1 { waitingSince = monotonicNanoseconds() }
                             if spins & 0xFFFF == 0 {
-                                if nowNanoseconds() - waitingSince > 60_000_000_000 { failures.add(10_000, ordering: .relaxed); return }
+                                if monotonicNanoseconds() - waitingSince > 60_000_000_000 { failures.add(10_000, ordering: .relaxed); return }
                                 if failures.load(ordering: .relaxed) >= 1000 { return }  // the driver stopped
                             }
                             continue
