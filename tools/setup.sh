@@ -2,10 +2,13 @@
 # Installs the system packages the project needs (idempotent; quick when already there).
 # libpci-dev + pkg-config: PCI discovery (the CLibPCI system library target).
 # libpcap-dev: `virtioctl net fwd --pcap` (the CPcap system library target); tcpdump reads the captures back in the tests.
+# prometheus (with promtool): the tests scrape `virtioctl stats --listen` with a real Prometheus server.
+# tmux: the tests run the live `stats --watch` view in a real terminal and capture its pane.
+# zsh, fish: the tests load the completion scripts in each shell; man-db renders the man page.
 # The real-device suite (tools/qemu-test) installs QEMU and the guest kernel pieces itself.
 set -euo pipefail
 need=()
-for pkg in libpci-dev libpcap-dev tcpdump pkg-config; do
+for pkg in libpci-dev libpcap-dev tcpdump pkg-config prometheus tmux zsh fish man-db; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

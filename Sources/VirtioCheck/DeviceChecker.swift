@@ -23,6 +23,8 @@ public final class DeviceChecker<T: VirtioTransport> {
     let logger: Logger
     /// Makes the device ask for statistics now (a software device's own clock); nil: wait for it.
     public var askForStatistics: (() -> Bool)?
+    /// Called after each step with the steps so far (progress for a slow device).
+    public var stepDone: ((CheckStep, Int) -> Void)?
     var report: CheckReport
     var offered: FeatureSet = []
     var area = TestArea(blocks: 0)
@@ -82,6 +84,7 @@ public final class DeviceChecker<T: VirtioTransport> {
         var step = step
         if !step.findings.isEmpty { step.outcome = .fail }
         report.steps.append(step)
+        stepDone?(step, report.steps.count)
         if step.findings.contains(where: { $0.clause == Clause.removed || $0.clause == Clause.reset }) {
             report.aborted = "after step \(step.name): the device no longer resets or answers; the remaining steps did not run"
             return false

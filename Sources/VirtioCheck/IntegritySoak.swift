@@ -54,6 +54,8 @@ public final class IntegritySoak<T: VirtioTransport> {
     /// Called with a queue index when a fault should strike now; returns the fault's name, or nil
     /// when none could be armed there.
     public var injectFault: ((Int) -> String?)?
+    /// Called about once a second with the report so far and the seconds since the start.
+    public var progress: ((SoakReport, Double) -> Void)?
 
     struct InFlight { var block: Int; var write: Bool; var generation: UInt32; var since: UInt64; var attempts = 1 }
 
@@ -109,6 +111,7 @@ public final class IntegritySoak<T: VirtioTransport> {
         }
         var submitted = 0
         var round = 0
+        var lastProgress = monotonicMilliseconds()
         while report.completed + report.failed < options.requests {
             var trouble: CheckFinding?
             queues: for q in 0..<blk.queueCount {
@@ -144,6 +147,10 @@ public final class IntegritySoak<T: VirtioTransport> {
                 do { try blk.device.checkHealth() } catch { trouble = Classify.finding(error) }
                 // A request the device keeps: the oldest in flight has waited too long.
                 let now = monotonicMilliseconds()
+                if let progress, now - lastProgress >= 1000 {
+                    lastProgress = now
+                    progress(report, Double(now - start) / 1000)
+                }
                 if trouble == nil, let oldest = slots.joined().compactMap({ $0?.since }).min(),
                    now - oldest > UInt64(options.timeoutMilliseconds) {
                     trouble = Classify.finding(BlockError.timeout(milliseconds: options.timeoutMilliseconds, what: "a request"))

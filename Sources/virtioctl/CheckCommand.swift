@@ -93,6 +93,17 @@ extension VirtioCtl {
 
             func run<T: VirtioTransport>(_ transport: T, soft: SoftFunction?) throws -> CheckReport {
                 let checker = DeviceChecker(transport: transport, options: options, logger: logger)
+                // On a terminal, a line a second at most (a step on a slow device takes seconds).
+                if isatty(STDERR_FILENO) == 1 {
+                    let start = monotonicNanoseconds()
+                    var last: UInt64 = 0
+                    checker.stepDone = { step, n in
+                        let now = monotonicNanoseconds()
+                        guard now - last >= 1_000_000_000 else { return }
+                        last = now
+                        note(String(format: "  %5.1f s  %d steps done, last %@ (%@)", Double(now - start) / 1e9, n, step.name, "\(step.outcome)"))
+                    }
+                }
                 if let f = soft?.block { checker.askForStatistics = { f.requestStatistics() } }
                 return checker.run()
             }

@@ -36,6 +36,14 @@ extension VirtioCtl {
             let options: SoakOptions
             func run<T: VirtioTransport>(_ blk: BlockDevice<T>, soft: SoftPCIFunction<SoftBlock>?) throws -> SoakReport {
                 let soak = try IntegritySoak(blk, options: options)
+                // Progress only for a person watching: a pipe or a log file gets the report alone.
+                if isatty(STDERR_FILENO) == 1 {
+                    let total = options.requests
+                    soak.progress = { r, seconds in
+                        note(String(format: "  %5.1f s  %d of %d requests  corrupt %d  lost %d  retried %d  recoveries %d",
+                                    seconds, r.completed, total, r.corrupt, r.lost, r.retried, r.recoveries))
+                    }
+                }
                 if let soft, options.faultRate > 0 {
                     var pick = options.seed
                     soak.injectFault = { q in

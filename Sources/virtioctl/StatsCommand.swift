@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VirtioCore
+import VirtioExporter
 
 enum StatsOutput: String, ExpressibleByArgument, CaseIterable {
     case table, json, prometheus
@@ -13,21 +14,51 @@ extension VirtioCtl {
             abstract: "Show a statistics region written by `virtioctl attach --stats-file`: totals, per-second rates, histogram percentiles.",
             discussion: "A region whose writer is gone (or silent for 5 s) is reported stale, exit status 2. Exit 1: no region or a malformed one.")
 
-        @Argument(help: "The region file.") var path: String
-        @Option(help: "Print every SECONDS seconds with rates from the deltas (until interrupted).") var watch: Double?
+        @Argument(help: "The region file; with --listen, any number of files and glob patterns (quote them), resolved again on every scrape.")
+        var paths: [String]
+        @Option(help: "Print every SECONDS seconds with rates from the deltas (until interrupted). On a terminal the table is redrawn in place: o switches the sort (rate or name), q quits.")
+        var watch: Double?
         @Flag(help: "Print once and exit (the default without --watch).") var once = false
-        @Option(help: "With --watch: stop after this many reports.") var count: Int?
+        @Option(help: "With --watch or --log: stop after this many reports.") var count: Int?
         @Option(name: [.short, .long], help: "Output: table, json or prometheus (text exposition format 0.0.4).")
         var output: StatsOutput = .table
+        @Option(help: "The live view's first sort: rate (highest first) or name.") var sort: StatsSort = .rate
+        @Flag(help: "CSV lines, like kvm_stat --log: a header of names, then a line every --watch seconds (1 by default) of per-second rates (counters, histogram counts) and values (gauges).")
+        var log = false
+        @Option(help: "Serve /metrics for Prometheus on HOST:PORT ([V6]:PORT; PORT alone binds 127.0.0.1) until ended, for every region given.")
+        var listen: String?
 
         func validate() throws {
             if let watch, !(watch >= 0.05 && watch <= 3600) { throw ValidationError("--watch must be 0.05...3600 seconds") }
             if once && watch != nil { throw ValidationError("--once and --watch exclude each other") }
             if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+            if listen != nil {
+                if watch != nil || once || count != nil || log { throw ValidationError("--listen serves until ended: drop --watch, --once, --count and --log") }
+                _ = try parseListenAddress(listen!)
+            } else if paths.count != 1 {
+                throw ValidationError("give one region file (several, or glob patterns, only with --listen)")
+            }
+            if log && output != .table { throw ValidationError("--log prints CSV: drop -o \(output.rawValue)") }
         }
 
         func run() throws {
+            // Started by a supervisor (or Foundation's Process) with SIGTERM blocked, the exporter
+            // and the live view would outlive a stop request.
+            unblockStopSignals()
+            if let listen { return try serve(listen) }
+            let path = paths[0]
             var reader = try StatsRegionReader(path: path)
+            if log {
+                let code = try StatsLog(reader: reader, interval: watch ?? 1, count: count).run()
+                if code != 0 { throw ExitCode(code) }
+                return
+            }
+            if let watch, output == .table, isatty(STDOUT_FILENO) == 1, isatty(STDIN_FILENO) == 1 {
+                var view = LiveStatsView(reader: reader, interval: watch, count: count, byRate: sort == .rate)
+                let code = try view.run()
+                if code != 0 { throw ExitCode(code) }
+                return
+            }
             var previous: (StatsSnapshot, UInt64)?
             var reports = 0
             while true {
@@ -52,7 +83,24 @@ extension VirtioCtl {
                 Thread.sleep(forTimeInterval: watch)
             }
         }
+
+        /// `--listen`: the exporter, until the process is ended.
+        func serve(_ listen: String) throws {
+            let (host, port) = try parseListenAddress(listen)
+            let regions = ExportedRegions(patterns: paths)
+            let found = regions.paths().filter { FileManager.default.fileExists(atPath: $0) }
+            note("exporting \(found.count) region(s) now (\(paths.joined(separator: " "))), resolved again on every scrape")
+            do {
+                try MetricsServer(host: host, port: port) { regions.exposition() }.run { url in note("listening on \(url)") }
+            } catch {
+                throw CLIError(error.description)
+            }
+        }
     }
+}
+
+enum StatsSort: String, ExpressibleByArgument, CaseIterable {
+    case rate, name
 }
 
 /// One report: every statistic's value, its rate over the last interval, histogram percentiles.
@@ -130,74 +178,30 @@ struct StatsReport: Encodable {
     func table() {
         Swift.print("\(id)  (\(path), writer \(writerPid.map(String.init) ?? "?"))" + (stale.map { "  STALE: \($0)" } ?? ""))
         Swift.print("name".padding(toLength: 34, withPad: " ", startingAt: 0) + "value".leftPad(18) + (intervalSeconds != nil ? "rate/s".leftPad(14) : ""))
-        for s in stats {
-            var line = s.name.padding(toLength: 34, withPad: " ", startingAt: 0)
-            if let v = s.value {
-                line += String(v).leftPad(18)
-                if let r = s.ratePerSecond { line += String(format: "%14.1f", r) }
-            } else if let c = s.count {
-                let p = s.percentilesNs ?? [:]
-                line += "n=\(c)".leftPad(18) + "  p50 \(p["p50"].map(ns) ?? "-") p99 \(p["p99"].map(ns) ?? "-") p99.9 \(p["p99.9"].map(ns) ?? "-")"
-            }
-            Swift.print(line)
+        for s in stats { Swift.print(row(s)) }
+    }
+
+    /// One statistic as a table row: name, value and rate, or a histogram's count and percentiles.
+    func row(_ s: Stat) -> String {
+        var line = s.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+        if let v = s.value {
+            line += String(v).leftPad(18)
+            if let r = s.ratePerSecond { line += String(format: "%14.1f", r) }
+        } else if let c = s.count {
+            let p = s.percentilesNs ?? [:]
+            line += "n=\(c)".leftPad(18) + "  p50 \(p["p50"].map(ns) ?? "-") p99 \(p["p99"].map(ns) ?? "-") p99.9 \(p["p99.9"].map(ns) ?? "-")"
         }
+        return line
     }
 
     func ns(_ v: UInt64) -> String {
         v >= 1_000_000 ? "\(v / 1_000_000)ms" : v >= 1000 ? "\(v / 1000)us" : "\(v)ns"
     }
 
-    /// Prometheus text exposition: `virtio_<name>` families, per-queue values labelled `queue`,
-    /// counters with `_total`, time in seconds, log histograms as cumulative `le` buckets.
+    /// This report alone in the Prometheus text exposition format (see `PrometheusExposition`).
     func prometheus() -> String {
-        struct Family { var type: String; var help: String; var lines: [String] }
-        var families: [(String, Family)] = []
-        func add(_ name: String, _ type: String, _ help: String, _ line: String) {
-            if let i = families.firstIndex(where: { $0.0 == name }) { families[i].1.lines.append(line) } else {
-                families.append((name, Family(type: type, help: help, lines: [line])))
-            }
-        }
-        func escape(_ s: String) -> String {
-            s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-                .replacingOccurrences(of: "\n", with: "\\n")
-        }
-        func number(_ d: Double) -> String { d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
-        for s in stats {
-            var base = s.name
-            var labels = "region=\"\(escape(id))\""
-            if base.hasPrefix("queue"), let us = base.firstIndex(of: "_"), let q = Int(base[base.index(base.startIndex, offsetBy: 5)..<us]) {
-                labels += ",queue=\"\(q)\""
-                base = "queue" + base[us...]
-            }
-            if base.hasSuffix("_ns") { base.removeLast(3) }
-            let scale = s.unit == "seconds" ? pow(10, Double(s.exponent)) : 1
-            if s.unit == "seconds" { base += "_seconds" } else if s.unit == "bytes", !base.hasSuffix("_bytes") { base += "_bytes" }
-            let name = "virtio_" + base.map { $0.isLetter || $0.isNumber || $0 == "_" ? $0 : "_" }.map(String.init).joined()
-            if let v = s.value {
-                if s.type == "cumulative" {
-                    add(name + "_total", "counter", "\(s.name) (cumulative)", "\(name)_total{\(labels)} \(number(Double(v) * scale))")
-                } else {
-                    add(name, "gauge", "\(s.name) (\(s.type))", "\(name){\(labels)} \(number(Double(v) * scale))")
-                }
-            } else if let buckets = s.buckets, s.type == "log-hist" {
-                var cumulative: UInt64 = 0
-                for (i, n) in buckets.enumerated() {
-                    cumulative &+= n
-                    let le = i == 0 ? 0 : Double(UInt64(1) << UInt64(min(i, 63))) * scale
-                    if i < buckets.count - 1 {
-                        add(name, "histogram", "\(s.name) (log2 buckets)", "\(name)_bucket{\(labels),le=\"\(le)\"} \(cumulative)")
-                    }
-                }
-                add(name, "histogram", "", "\(name)_bucket{\(labels),le=\"+Inf\"} \(cumulative)")
-                add(name, "histogram", "", "\(name)_count{\(labels)} \(cumulative)")
-            }
-        }
-        var out = ""
-        for (name, f) in families {
-            out += "# HELP \(name) \(f.help)\n# TYPE \(name) \(f.type)\n"
-            for l in f.lines { out += l + "\n" }
-        }
-        if let stale { out += "# region is stale: \(stale)\n" }
-        return out
+        var e = PrometheusExposition()
+        e.add(self)
+        return e.text
     }
 }

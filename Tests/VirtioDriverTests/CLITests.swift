@@ -8,17 +8,82 @@ func virtioctl(_ args: [String]) throws -> (Int32, String, String) {
     guard FileManager.default.isExecutableFile(atPath: exe.path) else {
         throw CLIMissing(path: exe.path)
     }
+    return try runCaptured(exe, args)
+}
+
+/// Runs a program with stdout and stderr in files, not pipes (a daemon it starts, such as a tmux
+/// server, inherits them and would hold a pipe open), with the signal mask cleared (Foundation's
+/// Process leaves SIGTERM blocked in children), reaped by waitpid here rather than by Foundation's
+/// SIGCHLD monitor (which left a tmux client unreaped), and killed after `seconds`.
+func runCaptured(_ exe: URL, _ args: [String], input: String? = nil, seconds: Double = 120) throws -> (Int32, String, String) {
+    let base = NSTemporaryDirectory() + "run-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    try Data((input ?? "").utf8).write(to: URL(fileURLWithPath: base + ".in"))
+    defer { for s in [".in", ".out", ".err"] { try? FileManager.default.removeItem(atPath: base + s) } }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, base + ".in", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, base + ".out", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, base + ".err", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var none = sigset_t(), stops = sigset_t()
+    sigemptyset(&none)
+    sigemptyset(&stops)
+    for s in [SIGINT, SIGTERM, SIGPIPE, SIGCHLD] { sigaddset(&stops, s) }
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setsigdefault(&attr, &stops)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let argv = ([exe.path] + args).map { strdup($0) }
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, exe.path, &actions, &attr, argv + [nil], environ)
+    guard rc == 0 else { throw CLIMissing(path: "\(exe.path): \(String(cString: strerror(rc)))") }
+    let end = Date().addingTimeInterval(seconds)
+    var status: Int32 = 0
+    var overdue = false
+    while true {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { break }
+        guard r == 0 || errno == EINTR else { throw CLIMissing(path: "waitpid \(pid): \(String(cString: strerror(errno)))") }
+        if !overdue, Date() >= end { overdue = true; kill(pid, SIGKILL) }
+        usleep(5_000)
+    }
+    let o = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+    var e = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+    if overdue { e += "\n(killed after \(Int(seconds)) s)" }
+    // Exit status, or 128 + the signal that ended it, as a shell reports it.
+    let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (code, o, e)
+}
+
+/// Starts `virtioctl attach ARGS --stats-file REGION` in the background and waits (20 s) for its region.
+func startAttach(_ args: [String], region: String) throws -> Process {
     let p = Process()
-    p.executableURL = exe
-    p.arguments = args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
+    p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("virtioctl")
+    p.arguments = ["attach"] + args + ["--stats-file", region]
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
     try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
+    let end = Date().addingTimeInterval(20)
+    while !FileManager.default.fileExists(atPath: region) {
+        guard Date() < end, p.isRunning else { throw CLIMissing(path: "attach never created \(region)") }
+        usleep(20_000)
+    }
+    return p
+}
+
+/// Ends a process we started, by its PID: SIGTERM, then SIGKILL if it is still there after
+/// `seconds` (a child of Foundation's Process may have SIGTERM blocked).
+func endByPID(_ p: Process, seconds: Double = 10) {
+    guard p.isRunning else { return p.waitUntilExit() }
+    kill(p.processIdentifier, SIGTERM)
+    let end = Date().addingTimeInterval(seconds)
+    while p.isRunning, Date() < end { usleep(10_000) }
+    if p.isRunning { kill(p.processIdentifier, SIGKILL) }
     p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
 struct CLIMissing: Error, CustomStringConvertible {

@@ -4,25 +4,6 @@ import Testing
 /// `virtioctl attach` with a statistics region and `virtioctl stats` reading it: JSON that decodes,
 /// Prometheus text that the reference parser accepts, rates that move, a dead writer reported stale.
 @Suite(.serialized, .leakChecked) struct StatsCLITests {
-    func exe() -> URL {
-        URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("virtioctl")
-    }
-
-    /// Starts `virtioctl attach` in the background and waits for its region.
-    func startAttach(_ args: [String], region: String) throws -> Process {
-        let p = Process()
-        p.executableURL = exe()
-        p.arguments = ["attach"] + args + ["--stats-file", region]
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        let end = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: region) {
-            guard Date() < end, p.isRunning else { throw CLIMissing(path: "attach never created \(region)") }
-            usleep(20_000)
-        }
-        return p
-    }
-
     @Test func blkLoadShowsMovingRatesAndValidOutputs() throws {
         let region = "/dev/shm/virtio-cli-\(getpid()).stats"
         let p = try startAttach(["soft:blk,stats_vq=on,stats_interval=100", "--load", "randread,qd=4", "--interval-ms", "50"],
