@@ -5,7 +5,7 @@ list_check() {  # list_check DRIVER INDEX...: list -o json shows those functions
   $V list -o json > $CTL/list.json || return 1
   cat $CTL/list.json
   for i in "$@"; do
-    $PY - $CTL/list.json "$(addr $i)" "$want" "$MODE" <<'EOF' || return 1
+    $PY - $CTL/list.json "$(addr $i)" "$want" "$IOMMU" <<'EOF' || return 1
 import json, sys
 path, addr, want, mode = sys.argv[1:]
 d = {x["address"]: x for x in json.load(open(path))}
@@ -28,7 +28,7 @@ EOF
 info_check() {  # info_check INDEX: negotiated features, queue count and size match the QEMU properties
   i=$1
   $V info $NI "$(addr $i)" -o json > $CTL/info.json || { cat $CTL/info.json; return 1; }
-  $PY - $CTL/info.json "$MODE" "$(prop $i packed)" "$(prop $i num-queues)" "$(prop $i queue-size)" <<'EOF'
+  $PY - $CTL/info.json "$IOMMU" "$(prop $i packed)" "$(prop $i num-queues)" "$(prop $i queue-size)" <<'EOF'
 import json, sys
 path, mode, packed, nq, qs = sys.argv[1:]
 d = json.load(open(path))
@@ -51,7 +51,7 @@ EOF
 verify() {  # verify INDEX [ENV...]: the whole-image test; its summary line becomes the detail
   i=$1; shift
   swift_test wholeImageWrittenFlushedAndReadBackOverEveryQueue VIRTIO_TEST_PCI="$(addr $i)" \
-    VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) "$@" || return 1
+    VIRTIO_TEST_NOIOMMU=$([ "$IOMMU" = noiommu ] && echo 1 || echo 0) "$@" || return 1
   echo "detail: $(sed -n 's/^real-device: //p' $CTL/t.out | sed 's/, negotiated.*//')"
 }
 
@@ -68,7 +68,7 @@ verify_msix() {
 
 host_pattern_test() {
   swift_test hostWrittenPatternReadsBackExactly VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_PATTERN=$CTL/pattern.bin \
-    VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) || return 1
+    VIRTIO_TEST_NOIOMMU=$([ "$IOMMU" = noiommu ] && echo 1 || echo 0) || return 1
   echo "detail: 64 MiB written by the host before boot read back identical (test binary, 64 KiB requests, every queue)"
 }
 
@@ -102,12 +102,13 @@ EOF
 
 flush_cli() { $V blk flush $NI "$(addr 0)" && echo "detail: VIRTIO_BLK_T_FLUSH completed OK"; }
 
-memlock_error() {
+memlock_error() {  # the nodes the driver opens, given to nobody: the group, and iommufd with the cdev where they exist
   g=$(basename "$(readlink /sys/bus/pci/devices/$(addr 0)/iommu_group)")
-  chown 65534 /dev/vfio/$g
+  nodes="/dev/vfio/$g $(ls -d /dev/iommu /dev/vfio/devices/$(ls /sys/bus/pci/devices/$(addr 0)/vfio-dev/ 2>/dev/null) 2>/dev/null)"
+  chown 65534 $nodes
   expect_fail "RLIMIT_MEMLOCK is 64 KiB" as_nobody prlimit --memlock=65536:65536 $V info "$(addr 0)"
   rc=$?
-  chown 0 /dev/vfio/$g
+  chown 0 $nodes
   return $rc
 }
 
@@ -172,13 +173,13 @@ run_case list list_check virtio-pci $ALL
 [ -n "$BALLOON" ] && run_case balloon-stats balloon_case
 run_case error-not-bound expect_fail "not vfio-pci; run \`virtioctl bind" $V info "$(addr 0)"
 run_case error-bind-not-root expect_fail "run as root" as_nobody $V bind "$(addr 0)"
-if [ "$MODE" = noiommu ]; then
+if [ "$IOMMU" = noiommu ]; then
   run_case error-no-iommu-without-flag expect_fail "--noiommu" $V bind "$(addr 0)"
 fi
 for i in $BOUND; do run_case bind-$(addr $i) with_detail $V bind $NI "$(addr $i)"; done
 run_case list-bound list_check vfio-pci $BOUND
 run_case error-open-not-root expect_fail "run as root" as_nobody $V info $NI "$(addr 0)"
-if [ "$MODE" = viommu ]; then
+if [ "$IOMMU" = viommu ]; then
   run_case error-memlock memlock_error
 else
   run_case error-noiommu-needs-flag expect_fail "pass --noiommu" $V info "$(addr 0)"
@@ -196,7 +197,7 @@ EOF
 }
 run_case regions regions
 run_case host-pattern-test host_pattern_test
-[ "$MODE" = viommu ] && run_case host-pattern-cli host_pattern_cli
+[ "$IOMMU" = viommu ] && run_case host-pattern-cli host_pattern_cli
 for i in $BOUND; do
   run_case verify-poll-$(addr $i) verify $i
   if [ "$(prop $i queue-size)" = 4 ]; then
@@ -206,9 +207,9 @@ for i in $BOUND; do
 done
 run_case verify-msix-$(addr 0) verify_msix 0
 run_case verify-msix-$(addr 1) verify_msix 1
-[ "$MODE" = viommu ] && run_case msix-cli msix_cli
+[ "$IOMMU" = viommu ] && run_case msix-cli msix_cli
 ring_reset() { swift_test ringResetThenIOWorks "$@" && echo "detail: queue 0 reset through queue_reset (VIRTIO_F_RING_RESET), data written before reads back after"; }
-run_case ring-reset ring_reset VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0)
+run_case ring-reset ring_reset VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$IOMMU" = noiommu ] && echo 1 || echo 0)
 run_case flush flush_cli
 # QEMU 7.2 has no admin virtqueue (bit 41): the admin verb must say so, touching nothing else.
 run_case admin-not-offered expect_fail "no admin virtqueue (VIRTIO_F_ADMIN_VQ, bit 41, not offered)" $V admin "$(addr 0)" list-query $NI
@@ -219,17 +220,17 @@ check_case() {
   [ $rc -le 1 ] && grep -q '^result: ' $CTL/check.out || { echo "check did not complete (exit $rc)"; return 1; }
   echo "detail: exit $rc; $(sed -n 's/^result: //p' $CTL/check.out)$(sed -n 's/^  \(MUST\|SHOULD\|FAILURE\) ([0-9]* steps\?): / | \1 /p' $CTL/check.out | tr -d '\n')"
 }
-CHECKED=0; [ "$MODE" = viommu ] && CHECKED=1
+CHECKED=0; [ "$IOMMU" = viommu ] && CHECKED=1
 run_case check-$(addr $CHECKED) check_case $CHECKED
-[ "$MODE" = viommu ] && run_case bench-cli bench_cli 2
-if [ "$MODE" = viommu ]; then
+[ "$IOMMU" = viommu ] && run_case bench-cli bench_cli 2
+if [ "$IOMMU" = viommu ]; then
   run_case bind-guest-write with_detail $V bind "$(addr $LAST)"
   run_case guest-write guest_write
   run_case unbind-after-write with_detail $V unbind "$(addr $LAST)"
 fi
 run_case bind-unbind-round-trip round_trip
 teardown() {
-  swift_test teardownLeavesNoFDOrMapping VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$MODE" = noiommu ] && echo 1 || echo 0) &&
+  swift_test teardownLeavesNoFDOrMapping VIRTIO_TEST_PCI="$(addr 0)" VIRTIO_TEST_NOIOMMU=$([ "$IOMMU" = noiommu ] && echo 1 || echo 0) &&
     echo "detail: $(sed -n 's/^real-device: teardown: //p' $CTL/t.out) (after attach, MSI-X I/O and release)"
 }
 run_case teardown teardown
@@ -249,6 +250,56 @@ EOF
   $V unbind "$a" > /dev/null
 }
 [ -n "$ROOTPORT" ] && run_case rootport-flr rootport_case
-no_iommufd() { echo "skip: no /dev/iommu: CONFIG_IOMMUFD is unset in every installable Debian kernel (bookworm 6.1, bookworm-backports 6.12), so the iommufd/cdev backend cannot be exercised here; the driver uses the VFIO container/group"; }
-[ -e /dev/iommu ] || run_case iommufd no_iommufd
+# iommufd and the VFIO device cdev. On the kernel built here (IOMMUFD, VFIO_DEVICE_CDEV) every case
+# above went through them (--vfio auto takes the cdev): this case proves it, and that the group path
+# still works on the same kernel. Debian's kernels have no /dev/iommu: --vfio iommufd must say so.
+iommufd_case() {
+  a=$(addr 0)
+  cdev=$(ls /sys/bus/pci/devices/$a/vfio-dev/ 2>/dev/null)
+  ls -l /dev/iommu /dev/vfio /dev/vfio/devices
+  [ -n "$cdev" ] && [ -c /dev/vfio/devices/$cdev ] || { echo "$a has no cdev node (vfio-dev: '$cdev')"; return 1; }
+  $V list -o json > $CTL/list.json || return 1
+  $PY -c "import json; d={x['address']: x for x in json.load(open('$CTL/list.json'))}; assert d['$a'].get('vfio_cdev') == '$cdev', d['$a']" || return 1
+  $V list | grep "^$a .* $cdev " || { $V list; echo "list shows no $cdev for $a"; return 1; }
+  $V info "$a" -o json > $CTL/info.json || { cat $CTL/info.json; return 1; }
+  $V info "$a" --vfio group -o json > $CTL/info-group.json || { cat $CTL/info-group.json; return 1; }
+  swift_test wholeImageWrittenFlushedAndReadBackOverEveryQueue VIRTIO_TEST_PCI="$a" VIRTIO_TEST_VFIO=group > /dev/null || return 1
+  $PY - $CTL/info.json $CTL/info-group.json <<'EOF' || return 1
+import json, sys
+auto, group = (json.load(open(p))["transport"]["vfio_iommu"] for p in sys.argv[1:])
+assert auto.startswith("iommufd, cdev /dev/vfio/devices/vfio"), auto
+assert group.startswith("type1, group"), group
+print("detail: auto: %s; --vfio group: %s, whole-image test passed through it too" % (auto, group))
+EOF
+}
+# The cdev path refuses what it must: the group held by another process, a function that is not virtio.
+iommufd_group_busy() {
+  a=$(addr 0)
+  rm -f /tmp/hold.stats
+  $V attach "$a" --vfio group --stats-file /tmp/hold.stats > $CTL/hold.log 2>&1 &
+  hpid=$!
+  for _ in $(seq 200); do [ -e /tmp/hold.stats ] && break; sleep 0.1; done
+  expect_fail "is open (another process uses the group API)" $V info --vfio iommufd "$a"
+  rc=$?
+  kill -TERM $hpid; wait $hpid
+  return $rc
+}
+iommufd_not_virtio() {  # pci-testdev at 00:12.0, handed to vfio-pci by hand (virtioctl bind refuses it)
+  t=0000:00:12.0
+  echo vfio-pci > /sys/bus/pci/devices/$t/driver_override
+  echo $t > /sys/bus/pci/drivers_probe
+  [ "$(driver_of $t)" = vfio-pci ] || { echo "pci-testdev did not bind to vfio-pci"; return 1; }
+  ls /sys/bus/pci/devices/$t/vfio-dev/
+  expect_fail "not a virtio function" $V info "$t"
+  rc=$?
+  echo $t > /sys/bus/pci/devices/$t/driver/unbind
+  return $rc
+}
+if [ -e /dev/iommu ]; then
+  run_case iommufd iommufd_case
+  run_case error-iommufd-group-busy iommufd_group_busy
+  [ -e /sys/bus/pci/devices/0000:00:12.0 ] && run_case error-iommufd-not-virtio iommufd_not_virtio
+else
+  run_case error-no-iommufd expect_fail "/dev/iommu does not exist" $V info --vfio iommufd $NI "$(addr 0)"
+fi
 exit 0

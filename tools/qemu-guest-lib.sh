@@ -1,5 +1,5 @@
 # The helpers every tools/qemu-test VFIO guest script starts with (qemu-test writes them into
-# /tmp/ctl/guest.sh after MODE=..., BIN=<swift bin path>, DEVICES='<props of 00:04.0> ...', and
+# /tmp/ctl/guest.sh after MODE=..., [IOMMU=...,] BIN=<swift bin path>, DEVICES='<props of 00:04.0> ...', and
 # before the cases: tools/qemu-guest-cases.sh for blk, tools/qemu-net-cases.sh for net). Each case
 # appends "PASS|FAIL|SKIP MODE/NAME SECONDS DETAIL" to /tmp/ctl/results; its output goes to
 # /tmp/ctl/logs/MODE_NAME.log. A case's last "detail: " line is its summary.
@@ -10,8 +10,11 @@ mkdir -p $CTL/logs
 V=$BIN/virtioctl
 X=$BIN/virtio-swiftPackageTests.xctest
 PY=/usr/bin/python3
+# IOMMU: how the guest's devices are isolated (viommu or noiommu), whatever the guest is called
+# (the iommufd guest is a viommu one on the kernel built here).
+IOMMU=${IOMMU:-$MODE}
 NI=""
-[ "$MODE" = noiommu ] && NI=--noiommu
+[ "$IOMMU" = noiommu ] && NI=--noiommu
 COUNT=$(echo $DEVICES | wc -w)
 LAST=$((COUNT - 1))
 

@@ -17,6 +17,9 @@ public struct VirtioPCIDeviceInfo: Sendable, Equatable, Codable {
     public let transitional: Bool
     public let driver: String?
     public let iommuGroup: String?
+    /// The VFIO device cdev (`vfio0` for /dev/vfio/devices/vfio0) while bound to vfio-pci on a
+    /// kernel with VFIO_DEVICE_CDEV; nil otherwise (and always in no-IOMMU mode).
+    public let vfioCdev: String?
     /// pci.ids name of the device, when the database has one.
     public let name: String?
 }
@@ -53,6 +56,7 @@ public enum PCIDiscovery {
                 virtioDeviceID: virtioID, type: type, transitional: d.device_id < 0x1040,
                 driver: string(pci_get_string_property(dev, UInt32(PCI_FILL_DRIVER))).map(lastComponent),
                 iommuGroup: string(pci_get_string_property(dev, UInt32(PCI_FILL_IOMMU_GROUP))),
+                vfioCdev: sysfs.vfioCdev(address)?.name,
                 name: lookupName(access, vendor: d.vendor_id, device: d.device_id)))
         }
         return found.sorted { $0.address < $1.address }

@@ -6,7 +6,7 @@ import Glibc
 
 /// A VFIO container holding one IOMMU group: the group is opened, checked for viability,
 /// attached, and the IOMMU type set (type1v2, or no-IOMMU when the user allowed it).
-public final class VFIOContainer: @unchecked Sendable {
+public final class VFIOContainer: VFIODMAContext, @unchecked Sendable {
     /// The container and the group, owned here and closed once at teardown.
     public let container: FileDescriptor
     public let groupDescriptor: FileDescriptor
@@ -87,6 +87,30 @@ public final class VFIOContainer: @unchecked Sendable {
         try? groupDescriptor.close()
         try? container.close()
     }
+
+    public func map(_ p: UnsafeMutableRawPointer, bytes: Int, iova: UInt64) throws(VFIOError) {
+        var map = vfio_iommu_type1_dma_map()
+        map.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_map>.size)
+        map.flags = UInt32(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)
+        map.vaddr = UInt64(UInt(bitPattern: p))
+        map.iova = iova
+        map.size = UInt64(bytes)
+        guard ioctl(fd, CSHIM_VFIO_IOMMU_MAP_DMA, &map) == 0 else {
+            let e = errno
+            if e == ENOMEM { throw VFIODMAMemory.pinError("VFIO_IOMMU_MAP_DMA", bytes: bytes, errno: e) }
+            throw .system("VFIO_IOMMU_MAP_DMA of \(bytes) bytes at IOVA 0x\(String(iova, radix: 16))", errno: e)
+        }
+    }
+
+    public func unmap(iova: UInt64, bytes: Int) {
+        var unmap = vfio_iommu_type1_dma_unmap()
+        unmap.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
+        unmap.iova = iova
+        unmap.size = UInt64(bytes)
+        _ = ioctl(fd, CSHIM_VFIO_IOMMU_UNMAP_DMA, &unmap)
+    }
+
+    public var summary: String { noIOMMU ? "none (no-IOMMU mode: physical addresses), group \(group)" : "type1, group \(group)" }
 
     static func openError(_ path: String, _ e: Int32) -> VFIOError {
         switch e {

@@ -5,8 +5,8 @@ import VirtioRing
 import Glibc
 #endif
 
-/// DMA memory for one VFIO container: one block mapped once (hugepages when the system has
-/// them, else pinned 4 KiB pages) and handed out by a bump allocator.
+/// DMA memory for one VFIO DMA context (a type1 container or an iommufd IOAS): one block mapped
+/// once (hugepages when the system has them, else pinned 4 KiB pages), handed out by a bump allocator.
 /// - type1: the block is IOVA-mapped once; device address = IOVA + offset.
 /// - no-IOMMU: device addresses are physical, read from /proc/self/pagemap for every page; an
 ///   allocation must be physically contiguous, so it is placed where it is. Hugepages only:
@@ -20,11 +20,11 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
     public let iova: UInt64?
     /// Physical address of each 4 KiB page (no-IOMMU mode only).
     let physicalPages: [UInt64]
-    let container: VFIOContainer
+    let container: any VFIODMAContext
     private let next = Mutex<Int>(0)
     static let page = 4096
 
-    public init(container: VFIOContainer, bytes: Int) throws(VFIOError) {
+    public init(container: any VFIODMAContext, bytes: Int) throws(VFIOError) {
         self.container = container
         let huge = 2 << 20
         let rounded = (bytes + huge - 1) / huge * huge
@@ -75,30 +75,23 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
     }
 
     /// Picks an IOVA in the first reported range with room (2 MiB aligned, never page 0) and maps.
-    static func mapIOVA(_ container: VFIOContainer, _ p: UnsafeMutableRawPointer, bytes: Int, huge: Int) throws(VFIOError) -> UInt64 {
+    static func mapIOVA(_ container: any VFIODMAContext, _ p: UnsafeMutableRawPointer, bytes: Int, huge: Int) throws(VFIOError) -> UInt64 {
         var chosen: UInt64?
         for r in container.iovaRanges {
             let start = (max(r.lowerBound, 0x10_0000) + UInt64(huge - 1)) & ~UInt64(huge - 1)
             if start <= r.upperBound, r.upperBound - start + 1 >= UInt64(bytes) { chosen = start; break }
         }
         guard let chosen else { throw .unsupported("no IOVA range of \(bytes) bytes in \(container.iovaRanges)") }
-        var map = vfio_iommu_type1_dma_map()
-        map.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_map>.size)
-        map.flags = UInt32(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)
-        map.vaddr = UInt64(UInt(bitPattern: p))
-        map.iova = chosen
-        map.size = UInt64(bytes)
-        guard ioctl(container.fd, CSHIM_VFIO_IOMMU_MAP_DMA, &map) == 0 else {
-            let e = errno
-            if e == ENOMEM {
-                var rl = rlimit()
-                getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &rl)
-                let limit = rl.rlim_cur == rlim_t.max ? "unlimited, so memory ran out" : "\(rl.rlim_cur >> 10) KiB; other locked memory counts too"
-                throw .system("VFIO_IOMMU_MAP_DMA could not pin \(bytes >> 20) MiB (RLIMIT_MEMLOCK is \(limit)); ask for less with --dma", errno: e)
-            }
-            throw .system("VFIO_IOMMU_MAP_DMA of \(bytes) bytes at IOVA 0x\(String(chosen, radix: 16))", errno: e)
-        }
+        try container.map(p, bytes: bytes, iova: chosen)
         return chosen
+    }
+
+    /// Pinning failed for want of memory: say what the limit is and what to do.
+    static func pinError(_ call: String, bytes: Int, errno e: Int32) -> VFIOError {
+        var rl = rlimit()
+        getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &rl)
+        let limit = rl.rlim_cur == rlim_t.max ? "unlimited, so memory ran out" : "\(rl.rlim_cur >> 10) KiB; other locked memory counts too"
+        return .system("\(call) could not pin \(bytes >> 20) MiB (RLIMIT_MEMLOCK is \(limit)); ask for less with --dma", errno: e)
     }
 
     /// The physical address of every 4 KiB page of [p, p+bytes), from /proc/self/pagemap
@@ -122,13 +115,7 @@ public final class VFIODMAMemory: DMAAllocator, @unchecked Sendable {
     }
 
     deinit {
-        if let iova {
-            var unmap = vfio_iommu_type1_dma_unmap()
-            unmap.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
-            unmap.iova = iova
-            unmap.size = UInt64(size)
-            _ = ioctl(container.fd, CSHIM_VFIO_IOMMU_UNMAP_DMA, &unmap)
-        }
+        if let iova { container.unmap(iova: iova, bytes: size) }
         munmap(base, size)
     }
 

@@ -13,7 +13,8 @@ import Glibc
 /// MSI-X through eventfds. Teardown releases interrupts, mappings and fds.
 public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
     public let address: String
-    public let container: VFIOContainer
+    /// Where the DMA mappings live: the group's container, or the cdev's iommufd IOAS.
+    public let context: any VFIODMAContext
     /// The VFIO device, owned here and closed once at teardown.
     public let device: FileDescriptor
     /// Its raw number for ioctl(2) and pread/pwrite.
@@ -33,14 +34,27 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
     private let barIsMemory: [Bool]
     private let irqFDs = Mutex<EventFDSet?>(nil)
 
-    /// Opens `address` (bound to vfio-pci) and maps `dmaBytes` of DMA memory.
+    /// Opens `address` (bound to vfio-pci) and maps `dmaBytes` of DMA memory. `backend` .auto takes
+    /// the device cdev with iommufd when the kernel has both, else the group and its container.
     public init(address: String, sysfs: SysfsPCI = SysfsPCI(), allowNoIOMMU: Bool = false,
-                dmaBytes: Int = 64 << 20) throws(VFIOError) {
+                dmaBytes: Int = 64 << 20, backend: VFIOBackend = .auto) throws(VFIOError) {
         self.address = address
-        let container = try VFIOContainer(address: address, sysfs: sysfs, allowNoIOMMU: allowNoIOMMU)
-        self.container = container
-        let fd = address.withCString { ioctl(container.groupFD, CSHIM_VFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: $0)) }
-        guard fd >= 0 else { throw .system("VFIO_GROUP_GET_DEVICE_FD \(address)", errno: errno) }
+        let useCdev = switch backend {
+        case .iommufd: true
+        case .group: false
+        case .auto: Glibc.access("/dev/iommu", F_OK) == 0 && sysfs.vfioCdev(address) != nil
+        }
+        let fd: Int32
+        if useCdev {
+            let (ctx, dev) = try IOMMUFDContext.open(address: address, sysfs: sysfs)
+            context = ctx
+            fd = dev.rawValue
+        } else {
+            let container = try VFIOContainer(address: address, sysfs: sysfs, allowNoIOMMU: allowNoIOMMU)
+            context = container
+            fd = address.withCString { ioctl(container.groupFD, CSHIM_VFIO_GROUP_GET_DEVICE_FD, UnsafeMutableRawPointer(mutating: $0)) }
+            guard fd >= 0 else { throw .system("VFIO_GROUP_GET_DEVICE_FD \(address)", errno: errno) }
+        }
         device = FileDescriptor(rawValue: fd)
         var info = vfio_device_info()
         info.argsz = UInt32(MemoryLayout<vfio_device_info>.size)
@@ -67,7 +81,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
         self.regions = regions
         configRegion = config
         do {
-            memory = try VFIODMAMemory(container: container, bytes: dmaBytes)
+            memory = try VFIODMAMemory(container: context, bytes: dmaBytes)
         } catch {
             for r in regions.values { if let m = r.mapped { munmap(m, r.size) } }
             close(fd)
@@ -155,7 +169,7 @@ public final class VFIOPCIFunction: PCIFunction, @unchecked Sendable {
 
     public var backendDetails: [(String, String)] {
         var out: [(String, String)] = [
-            ("vfio_iommu", container.noIOMMU ? "none (no-IOMMU mode: physical addresses)" : "type1, group \(container.group)"),
+            ("vfio_iommu", context.summary),
             ("vfio_reset", canReset ? "VFIO_DEVICE_RESET (at open and close)" : "not offered"),
             ("dma_memory", "\(memory.size >> 20) MiB, " + (memory.hugepages ? "2 MiB hugepages" : "4 KiB pages")),
         ]

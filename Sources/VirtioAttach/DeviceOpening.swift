@@ -12,6 +12,8 @@ import VirtioWire
 public struct OpenOptions: Sendable {
     /// Accept a function bound in VFIO no-IOMMU mode.
     public var noIOMMU = false
+    /// Which VFIO interface opens a PCI function (`--vfio`).
+    public var vfioBackend: VFIOBackend = .auto
     /// DMA memory for a PCI or vfio-user device.
     public var dmaBytes = 64 << 20
     /// How long a socket peer may take to answer; nil: the spelling's `timeout=`, else 5 s.
@@ -132,7 +134,8 @@ public enum DeviceOpening {
             let f = try SoftPCIFunction.net(o)
             return try user.run(try PCITransport(function: f, logger: options.logger), soft: .net(f))
         case let .pci(address):
-            let f = try VFIOPCIFunction(address: address, allowNoIOMMU: options.noIOMMU, dmaBytes: options.dmaBytes)
+            let f = try VFIOPCIFunction(address: address, allowNoIOMMU: options.noIOMMU, dmaBytes: options.dmaBytes,
+                                        backend: options.vfioBackend)
             return try user.run(try PCITransport(function: f, logger: options.logger), soft: nil)
         case let .vfioUser(s):
             return try user.run(try openVFIOUser(s, options: options), soft: nil)

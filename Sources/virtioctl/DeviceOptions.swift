@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import VFIO
 import VirtioAttach
 import VirtioCore
 import VirtioDrivers
@@ -76,12 +77,16 @@ struct TransportOptions: ParsableArguments {
     @Option(help: "DMA memory to map for a PCI, vfio-user or vhost-user device, e.g. 64M.")
     var dma: String = "64M"
 
+    @Option(help: "The VFIO interface for a PCI function: iommufd (/dev/iommu and the device cdev /dev/vfio/devices/vfioN), group (the group and type1 container), or auto: iommufd when the kernel has the cdev.")
+    var vfio: VFIOBackend = .auto
+
     @OptionGroup var peer: PeerTimeoutOption
 
     /// Device opening's options from these flags (more set by the verb).
     func openOptions(logger: Logger) throws -> OpenOptions {
         var o = OpenOptions(logger: logger)
         o.noIOMMU = noiommu
+        o.vfioBackend = vfio
         try o.setDMA(dma)
         o.peerTimeoutMilliseconds = peer.milliseconds
         o.warn = { note("virtioctl: warning: \($0)") }
@@ -107,3 +112,5 @@ struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
 }
+
+extension VFIOBackend: ExpressibleByArgument {}

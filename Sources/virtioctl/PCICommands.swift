@@ -6,7 +6,7 @@ extension VirtioCtl {
     /// `virtioctl list`: the machine's virtio PCI functions.
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "List virtio PCI functions: address, type, driver, IOMMU group and name.")
+            abstract: "List virtio PCI functions: address, type, driver, IOMMU group, VFIO device cdev and name.")
         @Option(name: [.short, .long], help: "Output format: normal or json.") var output: OutputFormat = .normal
         @Option(help: ArgumentHelp("sysfs root to read.", visibility: .hidden)) var sysfs = "/sys"
 
@@ -16,9 +16,9 @@ extension VirtioCtl {
             guard !found.isEmpty else { return print("no virtio PCI functions found") }
             let rows = found.map { d in
                 [d.address, "\(hexPadded(d.vendorID)):\(hexPadded(d.deviceID))", d.type + (d.transitional ? " (transitional)" : ""),
-                 d.driver ?? "-", d.iommuGroup ?? "-", d.name ?? "-"]
+                 d.driver ?? "-", d.iommuGroup ?? "-", d.vfioCdev ?? "-", d.name ?? "-"]
             }
-            printTable(["ADDRESS", "ID", "TYPE", "DRIVER", "IOMMU-GROUP", "NAME"], rows)
+            printTable(["ADDRESS", "ID", "TYPE", "DRIVER", "IOMMU-GROUP", "VFIO-CDEV", "NAME"], rows)
         }
     }
 

@@ -63,6 +63,32 @@ final class FakeSysfs {
         }
     }
 
+    /// The cdev is named only when its `dev` attribute exists (a no-IOMMU device has the sysfs
+    /// entry but no node), and opening it on a kernel without /dev/iommu says what is missing.
+    @Test func vfioCdevIsListedOnlyWithItsDevAttribute() throws {
+        let fs = try FakeSysfs()
+        try fs.add("0000:00:04.0", vendor: 0x1AF4, device: 0x1042, driver: "vfio-pci", group: "3")
+        try fs.add("0000:00:05.0", vendor: 0x1AF4, device: 0x1042, driver: "vfio-pci", group: nil)
+        try fs.add("0000:00:06.0", vendor: 0x1AF4, device: 0x1042, driver: "virtio-pci", group: "4")
+        try fs.mkdir("bus/pci/devices/0000:00:04.0/vfio-dev/vfio0")
+        try fs.write("bus/pci/devices/0000:00:04.0/vfio-dev/vfio0/dev", "253:0\n")
+        try fs.mkdir("bus/pci/devices/0000:00:05.0/vfio-dev/vfio1")  // no-IOMMU: no dev attribute
+        let found = try PCIDiscovery.virtioFunctions(sysfsRoot: fs.root)
+        #expect(found.map(\.vfioCdev) == ["vfio0", nil, nil])
+        let sysfs = SysfsPCI(root: fs.root)
+        #expect(sysfs.vfioCdev("0000:00:04.0")! == ("vfio0", "253:0"))
+        func openError(_ address: String) -> String {
+            do { _ = try IOMMUFDContext.open(address: address, sysfs: sysfs); return "opened" } catch { return error.description }
+        }
+        #expect(openError("0000:00:06.0").contains("not vfio-pci; run `virtioctl bind"))
+        if access("/dev/iommu", F_OK) != 0 {
+            #expect(openError("0000:00:04.0").contains("/dev/iommu does not exist"), "\(openError("0000:00:04.0"))")
+        } else {
+            #expect(openError("0000:00:05.0").contains("has no VFIO device cdev"))
+        }
+        #expect(deviceNumber(dev_t(253 << 8 | 7)) == "253:7" && deviceNumber(dev_t(0x1000) << 32 | dev_t(0x12300) << 12 | 0x45) == "4096:74565")
+    }
+
     @Test func missingBusIsAnErrorNotAnExit() {
         #expect(throws: VFIOError.self) { try PCIDiscovery.virtioFunctions(sysfsRoot: "/nonexistent") }
     }

@@ -10,6 +10,7 @@ import VirtioRing
 /// How tools/qemu-test points these tests at a real device (all through the environment):
 /// - VIRTIO_TEST_PCI: a virtio-blk function bound to vfio-pci (unset: the suite is skipped)
 /// - VIRTIO_TEST_NOIOMMU=1: the function is bound in no-IOMMU mode
+/// - VIRTIO_TEST_VFIO=group|iommufd: the VFIO backend (default: the cdev when the kernel has one)
 /// - VIRTIO_TEST_INTERRUPTS=msix: complete through MSI-X eventfds instead of polling
 /// - VIRTIO_TEST_FEATURE_OFF: comma-separated feature names not to negotiate
 /// - VIRTIO_TEST_PATTERN: a file the host wrote into the image before boot
@@ -17,10 +18,14 @@ enum RealDevice {
     static let env = ProcessInfo.processInfo.environment
     static let address = env["VIRTIO_TEST_PCI"]
     static var interrupts: Bool { env["VIRTIO_TEST_INTERRUPTS"] == "msix" }
+    static var backend: VFIOBackend { VFIOBackend(rawValue: env["VIRTIO_TEST_VFIO"] ?? "auto") ?? .auto }
+
+    static func function(dmaBytes: Int = 64 << 20) throws -> VFIOPCIFunction {
+        try VFIOPCIFunction(address: address!, allowNoIOMMU: env["VIRTIO_TEST_NOIOMMU"] == "1", dmaBytes: dmaBytes, backend: backend)
+    }
 
     static func open() throws -> BlockDevice<PCITransport<VFIOPCIFunction>> {
-        let function = try VFIOPCIFunction(address: address!, allowNoIOMMU: env["VIRTIO_TEST_NOIOMMU"] == "1",
-                                           dmaBytes: 64 << 20)
+        let function = try function()
         let transport = try PCITransport(function: function)
         var options = BlockAttachOptions()
         options.interrupts = interrupts
@@ -176,18 +181,20 @@ struct RealDeviceTests {
             return maps.split(separator: "\n").filter { $0.contains("vfio") || $0.contains("anon_hugepage") }.count
         }
         let (fdsBefore, mapsBefore) = (fds(), vfioMappings())
+        var backend = ""
         do {
-            let function = try VFIOPCIFunction(address: RealDevice.address!, allowNoIOMMU: RealDevice.env["VIRTIO_TEST_NOIOMMU"] == "1")
+            let function = try RealDevice.function()
+            backend = function.context.summary
             var options = BlockAttachOptions()
             options.interrupts = true
             let blk = try BlockDevice(transport: try PCITransport(function: function), options: options)
             let b = try blk.allocateBuffer(bytes: 4096)
             try blk.read(sector: 0, into: b)
-            #expect(fds() > fdsBefore + 2)  // container, group, device, eventfds
+            #expect(fds() > fdsBefore + 2)  // container and group or iommufd, device, eventfds
         }
         #expect(fds() == fdsBefore)
         #expect(vfioMappings() == mapsBefore)
-        print("real-device: teardown: \(fds()) fds before and after")
+        print("real-device: teardown: \(fds()) fds before and after, \(backend)")
     }
 
     /// VIRTIO_F_RING_RESET on a device we did not write: reset queue 0 mid-life, then I/O works.

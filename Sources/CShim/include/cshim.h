@@ -65,6 +65,41 @@ static const unsigned long CSHIM_VFIO_IOMMU_GET_INFO = VFIO_IOMMU_GET_INFO;
 static const unsigned long CSHIM_VFIO_IOMMU_MAP_DMA = VFIO_IOMMU_MAP_DMA;
 static const unsigned long CSHIM_VFIO_IOMMU_UNMAP_DMA = VFIO_IOMMU_UNMAP_DMA;
 
+/* iommufd and the VFIO device cdev (Linux 6.2+/6.6+). Bookworm's 6.1 headers have neither
+ * <linux/iommufd.h> nor the cdev ioctls, so the structs are declared here from the 6.12 uapi
+ * (shared/reference/iommufd.md section 4) with their sizes asserted, and the numbers are
+ * _IO(';', nr) = 0x3b00 | nr (section 3): no size bits to get wrong. */
+struct cshim_iommu_ioas_alloc { uint32_t size, flags, out_ioas_id; };
+struct cshim_iommu_iova_range { uint64_t start, last; };
+struct cshim_iommu_ioas_iova_ranges {
+    uint32_t size, ioas_id, num_iovas, reserved;
+    uint64_t allowed_iovas, out_iova_alignment;
+};
+struct cshim_iommu_ioas_map { uint32_t size, flags, ioas_id, reserved; uint64_t user_va, length, iova; };
+struct cshim_iommu_ioas_unmap { uint32_t size, ioas_id; uint64_t iova, length; };
+struct cshim_iommu_destroy { uint32_t size, id; };
+struct cshim_vfio_device_bind_iommufd { uint32_t argsz, flags; int32_t iommufd; uint32_t out_devid; };
+struct cshim_vfio_device_attach_iommufd_pt { uint32_t argsz, flags, pt_id; };
+struct cshim_vfio_device_detach_iommufd_pt { uint32_t argsz, flags; };
+_Static_assert(sizeof(struct cshim_iommu_ioas_alloc) == 12, "iommu_ioas_alloc");
+_Static_assert(sizeof(struct cshim_iommu_iova_range) == 16, "iommu_iova_range");
+_Static_assert(sizeof(struct cshim_iommu_ioas_iova_ranges) == 32, "iommu_ioas_iova_ranges");
+_Static_assert(sizeof(struct cshim_iommu_ioas_map) == 40, "iommu_ioas_map");
+_Static_assert(sizeof(struct cshim_iommu_ioas_unmap) == 24, "iommu_ioas_unmap");
+_Static_assert(sizeof(struct cshim_iommu_destroy) == 8, "iommu_destroy");
+_Static_assert(sizeof(struct cshim_vfio_device_bind_iommufd) == 16, "vfio_device_bind_iommufd");
+_Static_assert(sizeof(struct cshim_vfio_device_attach_iommufd_pt) == 12, "vfio_device_attach_iommufd_pt");
+_Static_assert(sizeof(struct cshim_vfio_device_detach_iommufd_pt) == 8, "vfio_device_detach_iommufd_pt");
+static const unsigned long CSHIM_IOMMU_DESTROY = 0x3b80;
+static const unsigned long CSHIM_IOMMU_IOAS_ALLOC = 0x3b81;
+static const unsigned long CSHIM_IOMMU_IOAS_IOVA_RANGES = 0x3b84;
+static const unsigned long CSHIM_IOMMU_IOAS_MAP = 0x3b85;
+static const unsigned long CSHIM_IOMMU_IOAS_UNMAP = 0x3b86;
+static const unsigned long CSHIM_VFIO_DEVICE_BIND_IOMMUFD = 0x3b76;
+static const unsigned long CSHIM_VFIO_DEVICE_ATTACH_IOMMUFD_PT = 0x3b77;
+static const unsigned long CSHIM_VFIO_DEVICE_DETACH_IOMMUFD_PT = 0x3b78;
+static const uint32_t CSHIM_IOMMU_IOAS_MAP_FIXED_IOVA = 1, CSHIM_IOMMU_IOAS_MAP_WRITEABLE = 2, CSHIM_IOMMU_IOAS_MAP_READABLE = 4;
+
 /* VFIO_DEVICE_SET_IRQS with eventfds (a variable-length struct): binds fds[0..count) to
  * vectors start.. of irq index `index`; count 0 disables the index. Returns 0 or -errno. */
 int cshim_vfio_set_irq_eventfds(int device, unsigned int index, unsigned int start, unsigned int count,
