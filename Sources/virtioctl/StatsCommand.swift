@@ -63,7 +63,7 @@ extension VirtioCtl {
             var reports = 0
             while true {
                 if let why = reader.staleReason {
-                    if why.contains("replaced"), let fresh = try? StatsRegionReader(path: path) {
+                    if let fresh = reader.reopenedIfReplaced() {
                         reader = fresh
                         previous = nil
                         continue
@@ -130,7 +130,7 @@ struct StatsReport: Encodable {
         writerPid = snapshot?.writerPID
         intervalSeconds = previous?.1
         var out: [Stat] = []
-        for d in reader.layout.descriptors.dropFirst(3) {
+        for d in reader.layout.statistics {
             var s = Stat(name: d.name, type: d.type.name, unit: "\(d.unit)", exponent: d.exponent)
             guard let snapshot else { out.append(s); continue }
             let values = (0..<Int(d.size)).map { snapshot.value(d, $0) }

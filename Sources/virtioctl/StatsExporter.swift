@@ -34,7 +34,7 @@ final class ExportedRegions: Sendable {
         readers.withLock { cache in
             for path in cache.keys where !now.contains(path) { cache[path] = nil }
             for path in now {
-                if let r = cache[path], let why = r.staleReason, why.contains("replaced") || why.contains("removed") {
+                if let r = cache[path], r.staleness?.fileChanged == true {
                     cache[path] = nil
                 }
                 if cache[path] == nil {

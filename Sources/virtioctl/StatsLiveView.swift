@@ -19,7 +19,7 @@ struct LiveStatsView {
             let term = TerminalSession()
             loop: while !terminalInterrupted.load(ordering: .relaxed) {
                 if let why = reader.staleReason {
-                    if why.contains("replaced"), let fresh = try? StatsRegionReader(path: reader.path) {
+                    if let fresh = reader.reopenedIfReplaced() {
                         reader = fresh
                         previous = nil
                         continue
@@ -89,7 +89,7 @@ struct StatsLog {
     /// The exit status: 0 after --count lines, 2 when the region went stale (why on stderr).
     func run() throws -> Int32 {
         // Statistics names are [a-z0-9_], so no field needs CSV quoting.
-        let columns = reader.layout.descriptors.dropFirst(3)
+        let columns = reader.layout.statistics
         // Written straight to the fd, a line at a time, so a pipe (tee, a file) sees each line as it comes.
         TerminalSession.write((["time"] + columns.map(\.name)).joined(separator: ",") + "\n")
         var previous = (try reader.snapshot(), monotonicNanoseconds())

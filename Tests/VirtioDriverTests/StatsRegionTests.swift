@@ -80,6 +80,22 @@ import VirtioCore
         #expect(r.staleReason == "the file was removed")
     }
 
+    @Test func aReplacedRegionIsReopenedAndARemovedOneIsNot() throws {
+        let first = try StatsRegionWriter(path: path, layout: StatsLayout(id: "first", stats: [StatDescriptor(name: "x")]))
+        let r = try StatsRegionReader(path: path)
+        #expect(r.layout.statistics.map(\.name) == ["x"])
+        #expect(r.reopenedIfReplaced() == nil, "a live region is not reopened")
+        first.remove()
+        #expect(r.staleness == .fileRemoved && r.staleness?.fileChanged == true)
+        #expect(r.reopenedIfReplaced() == nil, "nothing to reopen at a removed path")
+        let second = try StatsRegionWriter(path: path, layout: StatsLayout(id: "second", stats: [StatDescriptor(name: "y")]))
+        #expect(r.staleness == .fileReplaced)
+        let fresh = try #require(r.reopenedIfReplaced())
+        #expect(fresh.layout.id == "second" && fresh.layout.statistics.map(\.name) == ["y"])
+        #expect(fresh.staleness == nil)
+        second.remove()
+    }
+
     @Test func malformedFilesAreRefusedWithAReason() throws {
         let good = StatsLayout(id: "m", stats: [StatDescriptor(name: "x")]).encoded
         func refused(_ b: [UInt8]) -> Bool { (try? StatsLayout.parse(b)) == nil }

@@ -31,7 +31,7 @@ public final class StatsRegionWriter: @unchecked Sendable {  // one thread updat
     public init(path: String, layout: StatsLayout) throws(StatsError) {
         self.path = path
         self.layout = layout
-        if let other = try? StatsRegionReader(path: path), other.staleReason == nil {
+        if let other = try? StatsRegionReader(path: path), other.staleness == nil {
             let pid = (try? other.snapshot().values[StatsLayout.pidIndex]) ?? 0
             throw .io("\(path) is the live statistics region of process \(pid); pick another --stats-file or stop that process")
         }
@@ -147,21 +147,55 @@ public final class StatsRegionReader {
         throw .busy(tries: tries)
     }
 
+    /// Why the region is not live (`staleness`), said for a person; nil when live.
+    public var staleReason: String? { staleness?.description }
+
     /// Why the region is not live: its writer is gone, silent, or the file was replaced; nil when live.
-    public var staleReason: String? {
+    public var staleness: StatsStaleness? {
         // The pid first, read on its own: a writer killed mid-update leaves the count odd for good.
         let pidSlot = UnsafePointer((base + layout.dataOffset + 8 * StatsLayout.pidIndex).assumingMemoryBound(to: Atomic<UInt64>.self))
         let pid = Int32(truncatingIfNeeded: pidSlot.pointee.load(ordering: .relaxed))
-        if pid <= 0 { return "no writer recorded" }
-        if kill(pid, 0) != 0, errno == ESRCH { return "its writer, process \(pid), is gone" }
-        guard let s = try? snapshot(tries: 1000) else { return "no consistent snapshot: the writer stopped mid-update" }
+        if pid <= 0 { return .noWriter }
+        if kill(pid, 0) != 0, errno == ESRCH { return .writerGone(pid: pid) }
+        guard let s = try? snapshot(tries: 1000) else { return .tornUpdate }
         let now = monotonicNanoseconds()
         if now > s.heartbeat, now - s.heartbeat > staleAfterNanoseconds {
-            return "its writer, process \(pid), has not updated it for \((now - s.heartbeat) / 1_000_000_000) s"
+            return .silent(pid: pid, seconds: (now - s.heartbeat) / 1_000_000_000)
         }
         var st = stat()
-        if stat(path, &st) != 0 { return "the file was removed" }
-        if UInt64(st.st_ino) != inode { return "the file was replaced (reopen it)" }
+        if stat(path, &st) != 0 { return .fileRemoved }
+        if UInt64(st.st_ino) != inode { return .fileReplaced }
         return nil
+    }
+
+    /// A reader of the file now at `path` when this one was replaced there (a writer restarted); nil otherwise.
+    public func reopenedIfReplaced() -> StatsRegionReader? {
+        guard staleness == .fileReplaced else { return nil }
+        return try? StatsRegionReader(path: path)
+    }
+}
+
+/// Why a region is not live, so callers can act on it (reopen a replaced file) without matching prose.
+public enum StatsStaleness: Sendable, Equatable, CustomStringConvertible {
+    case noWriter
+    case writerGone(pid: Int32)
+    case silent(pid: Int32, seconds: UInt64)
+    /// The seqcount stayed odd: the writer stopped mid-update.
+    case tornUpdate
+    case fileRemoved
+    case fileReplaced
+
+    /// True when the path no longer names the file this reader mapped: drop the reader.
+    public var fileChanged: Bool { self == .fileRemoved || self == .fileReplaced }
+
+    public var description: String {
+        switch self {
+        case .noWriter: "no writer recorded"
+        case .writerGone(let pid): "its writer, process \(pid), is gone"
+        case .silent(let pid, let seconds): "its writer, process \(pid), has not updated it for \(seconds) s"
+        case .tornUpdate: "no consistent snapshot: the writer stopped mid-update"
+        case .fileRemoved: "the file was removed"
+        case .fileReplaced: "the file was replaced (reopen it)"
+        }
     }
 }

@@ -92,6 +92,9 @@ public struct StatsLayout: Sendable, Equatable {
         descriptors = parsed
     }
 
+    /// The statistics a writer declared: every descriptor after the three reserved values.
+    public var statistics: ArraySlice<StatDescriptor> { descriptors.dropFirst(3) }
+
     public var descriptorSize: Int { 16 + nameSize }
     public var idOffset: Int { Self.headerSize }
     public var descriptorOffset: Int { idOffset + nameSize }
