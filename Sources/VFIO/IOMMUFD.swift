@@ -54,15 +54,8 @@ public final class IOMMUFDContext: VFIODMAContext, @unchecked Sendable {
             throw .unsupported("--vfio iommufd: \(address) has no VFIO device cdev (\(sysfs.root)/bus/pci/devices/\(address)/vfio-dev/vfioN/dev): "
                 + "the kernel lacks CONFIG_VFIO_DEVICE_CDEV, or the device is in no-IOMMU mode, which has no cdev in Linux 6.12; use --vfio group")
         }
-        let ifd = Glibc.open("/dev/iommu", O_RDWR | O_CLOEXEC)
-        guard ifd >= 0 else { throw VFIOContainer.openError("/dev/iommu", errno) }
         let path = "/dev/vfio/devices/\(node.name)"
-        let dfd = Glibc.open(path, O_RDWR | O_CLOEXEC)
-        guard dfd >= 0 else {
-            let e = errno
-            close(ifd)
-            throw VFIOContainer.openError(path, e)
-        }
+        let (ifd, dfd) = try VFIOContainer.openBoth("/dev/iommu", path)
         func fail(_ err: VFIOError) -> VFIOError {
             close(dfd)
             close(ifd)

@@ -30,15 +30,8 @@ public final class VFIOContainer: VFIODMAContext, @unchecked Sendable {
         if noIOMMU && !allowNoIOMMU { throw .noIOMMU(device: address) }
         self.noIOMMU = noIOMMU
 
-        let container = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC)
-        guard container >= 0 else { throw Self.openError("/dev/vfio/vfio", errno) }
         let groupPath = noIOMMU ? unsafe : plain
-        let g = open(groupPath, O_RDWR | O_CLOEXEC)
-        guard g >= 0 else {
-            let e = errno
-            close(container)
-            throw Self.openError(groupPath, e)
-        }
+        let (container, g) = try Self.openBoth("/dev/vfio/vfio", groupPath)
         func fail(_ err: VFIOError) -> VFIOError {
             close(g)
             close(container)
@@ -111,6 +104,19 @@ public final class VFIOContainer: VFIODMAContext, @unchecked Sendable {
     }
 
     public var summary: String { noIOMMU ? "none (no-IOMMU mode: physical addresses), group \(group)" : "type1, group \(group)" }
+
+    /// Opens two nodes read-write, or neither (the first is closed when the second fails).
+    static func openBoth(_ first: String, _ second: String) throws(VFIOError) -> (Int32, Int32) {
+        let a = open(first, O_RDWR | O_CLOEXEC)
+        guard a >= 0 else { throw openError(first, errno) }
+        let b = open(second, O_RDWR | O_CLOEXEC)
+        guard b >= 0 else {
+            let e = errno
+            close(a)
+            throw openError(second, e)
+        }
+        return (a, b)
+    }
 
     static func openError(_ path: String, _ e: Int32) -> VFIOError {
         switch e {
