@@ -2,6 +2,7 @@
 #include "ringalgos.h"
 #include <stdlib.h>
 #include <string.h>
+#include "ringturns.h"
 
 /* One thread plays both sides in turn: the driver fills up to `burst` buffers, decides about
  * notifying, the device pops and returns everything available, decides about interrupting, the
@@ -20,17 +21,7 @@ long rb_run_single(int packed, int in_order, int n, long buffers, int burst) {
         pdev v = { .n = n, .desc = ring, .drv_event = ring + 16 * n, .dev_event = ring + 16 * n + 4, .avail_wrap = 1, .used_wrap = 1 };
         for (int i = 0; i < n; i++) slots[i].next = (uint16_t)(i + 1 == n ? 0 : i + 1);
         st16_rel(d.drv_event + 2, 1); st16_rel(v.dev_event + 2, 1); /* poll mode both ways */
-        while (got < buffers && !failed) {
-            for (int k = 0; k < burst && sent < buffers && pdrv_add(&d, data, 64, 1) >= 0; k++) sent++;
-            events += pdrv_kick(&d);
-            int id;
-            while ((id = pdev_pop(&v, scratch, &w, &descs)) >= 0) pdev_push(&v, (uint16_t)id, (uint32_t)w, descs);
-            if (id == -2) failed = 1;
-            events += pdev_interrupt(&v);
-            int t;
-            while ((t = pdrv_poll(&d, &len)) >= 0) got++;
-            if (t == -2) failed = 1;
-        }
+        RUN_PACKED(&d, &v, scratch);
     } else {
         sdrv d = { .n = n, .mask = (uint16_t)(n - 1), .in_order = in_order, .desc = ring, .avail = ring + 16 * n,
                    .slots = slots, .num_free = n };
@@ -38,17 +29,7 @@ long rb_run_single(int packed, int in_order, int n, long buffers, int burst) {
         sdev v = { .n = n, .mask = (uint16_t)(n - 1), .desc = ring, .avail = ring + 16 * n, .used = d.used };
         for (int i = 0; i < n; i++) slots[i].next = (uint16_t)((i + 1) & (n - 1));
         st16_rel(d.avail, 1); st16_rel(v.used, 1); /* poll mode both ways */
-        while (got < buffers && !failed) {
-            for (int k = 0; k < burst && sent < buffers && sdrv_add(&d, data, 64, 1) >= 0; k++) sent++;
-            events += sdrv_kick(&d);
-            int id;
-            while ((id = sdev_pop(&v, scratch, &w)) >= 0) sdev_push(&v, (uint16_t)id, (uint32_t)w);
-            if (id == -2) failed = 1;
-            events += sdev_interrupt(&v);
-            int t;
-            while ((t = sdrv_poll(&d, &len)) >= 0) got++;
-            if (t == -2) failed = 1;
-        }
+        RUN_SPLIT(&d, &v, scratch);
     }
     free(ring); free(slots);
     (void)events;

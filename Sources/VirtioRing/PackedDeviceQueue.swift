@@ -14,6 +14,9 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
     @usableFromInline var nextAvail: UInt16
     /// The Driver Ring Wrap Counter as the device tracks it.
     @usableFromInline var availWrap: Bool
+    /// AVAIL and USED as an available descriptor at nextAvail has them (`availBits(availWrap)`);
+    /// 0xFFFF, which no flags match, once the queue is broken, so pop's one compare also catches that.
+    @usableFromInline var availFlags: UInt16
     @usableFromInline var nextUsed: UInt16
     /// Device Ring Wrap Counter.
     @usableFromInline var usedWrap: Bool
@@ -33,6 +36,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         let start = resuming ?? RingPosition(packed: 0, availWrap: true, nextUsed: 0, usedWrap: true)
         nextAvail = start.nextAvail
         availWrap = start.availWrap
+        availFlags = Self.availBits(start.availWrap)
         nextUsed = start.nextUsed
         usedWrap = start.usedWrap
     }
@@ -43,6 +47,10 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
                   deviceArea: ring + layout.deviceEventOffset, memory: deviceMemory, features: features, resuming: resuming)
     }
 
+    /// AVAIL and USED of an available descriptor under `wrap`: AVAIL = wrap, USED = !wrap.
+    @inlinable @inline(__always)
+    static func availBits(_ wrap: Bool) -> UInt16 { wrap ? DescriptorFlags.avail : DescriptorFlags.used }
+
     /// Available: AVAIL equals the Driver Ring Wrap Counter and USED does not.
     @inlinable @inline(__always)
     static func isAvailable(_ flags: UInt16, wrap: Bool) -> Bool {
@@ -51,10 +59,12 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
 
     @inlinable @inline(__always)
     public mutating func popAvailable(into elements: UnsafeMutableBufferPointer<ChainElement>) throws(RingError) -> AvailableChain? {
-        if let v = violation { throw .broken(v) }
         // Acquire: the rest of the chain is read only after the head flags that publish it.
         let headFlags = desc.loadAcquire16(at: Int(nextAvail) &* 16 &+ 14)
-        guard Self.isAvailable(headFlags, wrap: availWrap) else { return nil }
+        guard headFlags & (DescriptorFlags.avail | DescriptorFlags.used) == availFlags else {
+            if let v = violation { throw .broken(v) }
+            return nil
+        }
         var collector = ChainCollector(elements)
         var pos = nextAvail
         var wrap = availWrap
@@ -92,6 +102,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
         }
         nextAvail = pos
         availWrap = wrap
+        availFlags = Self.availBits(wrap)
         return collector.chain(id: id, ringDescriptors: UInt16(truncatingIfNeeded: descriptors))
     }
 
@@ -178,6 +189,7 @@ public struct PackedDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
     @usableFromInline
     mutating func breakQueue(_ v: RingViolation) -> RingError {
         violation = v
+        availFlags = 0xFFFF  // the next pop takes the path that checks the violation
         return .broken(v)
     }
 

@@ -20,6 +20,9 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     @usableFromInline var nextUsed: UInt16 = 0
     /// The Device Ring Wrap Counter as the driver tracks it, starts at 1.
     @usableFromInline var usedWrap = true
+    /// AVAIL and USED as a used descriptor at nextUsed has them (both = usedWrap); 0xFFFF, which
+    /// no flags match, once the queue is broken, so takeUsed's one compare also catches that.
+    @usableFromInline var usedFlags: UInt16 = DescriptorFlags.avail | DescriptorFlags.used
     @usableFromInline var numFree: Int
     /// Head of the free buffer-id list (not used in-order, where id = head position).
     @usableFromInline var freeID: UInt16 = 0
@@ -137,8 +140,8 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
 
     @inlinable
     public mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16 {
-        if let v = violation { failure = .broken(v); return 0 }
-        guard numFree > 0 else { failure = .full; return 0 }
+        // A broken queue has no free descriptors (breakQueue), so the violation is read only on failure.
+        guard numFree > 0 else { failure = violation.map { .broken($0) } ?? .full; return 0 }
         let id = takeID()
         let head = nextAvail
         writeDescriptor(head, address: element.address, length: element.length, id: id)
@@ -154,9 +157,11 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     @inlinable
     public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
                                   tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int {
-        if let v = violation { failure = .broken(v); return 0 }
         let n = min(elements.count, numFree)
-        guard n > 0 else { return 0 }
+        guard n > 0 else {
+            if let v = violation { failure = .broken(v) }
+            return 0
+        }
         let write = deviceWritable ? DescriptorFlags.write : 0
         let head = nextAvail
         let headWrap = availWrap
@@ -285,15 +290,15 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
 
     @inlinable @inline(__always)
     public mutating func takeUsed() -> UsedBuffer? {
-        if violation != nil { return nil }
         if batchPending { return retireBatchMember() }
         if inFlight == 0 { return nil }
         let off = Int(nextUsed) &* 16
         // Acquire: id and len are read only after the flags that say the descriptor is used.
         let flags = desc.loadAcquire16(at: off &+ 14)
-        let availBit = flags & DescriptorFlags.avail != 0
-        let usedBit = flags & DescriptorFlags.used != 0
-        if usedBit != usedWrap || availBit != usedWrap {
+        if flags & (DescriptorFlags.avail | DescriptorFlags.used) != usedFlags {
+            if violation != nil { return nil }
+            let availBit = flags & DescriptorFlags.avail != 0
+            let usedBit = flags & DescriptorFlags.used != 0
             // Still as the driver wrote it (AVAIL = wrap, USED = !wrap): not used yet.
             if availBit == usedWrap && usedBit != usedWrap { return nil }
             _ = breakQueue(.inconsistentAvailUsedBits(position: nextUsed, flags: flags, wrap: usedWrap)); return nil
@@ -323,7 +328,11 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
         slots[Int(id)].count = 0
         // The device skips as many descriptors as the buffer used (packed "Used descriptors").
         var pos = nextUsed &+ count
-        if pos >= size16 { pos &-= size16; usedWrap.toggle() }
+        if pos >= size16 {
+            pos &-= size16
+            usedWrap.toggle()
+            usedFlags ^= DescriptorFlags.avail | DescriptorFlags.used
+        }
         nextUsed = pos
         numFree &+= Int(count)
         inFlight &-= 1
@@ -368,6 +377,10 @@ public struct PackedDriverQueue: ~Copyable, DriverRing {
     @usableFromInline
     mutating func breakQueue(_ v: RingViolation) -> RingError {
         violation = v
+        // What keeps the checks off the per-buffer path: nothing is free to add, no flags match.
+        numFree = 0
+        usedFlags = 0xFFFF
+        batchPending = false
         return .broken(v)
     }
 

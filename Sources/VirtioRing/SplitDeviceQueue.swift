@@ -46,8 +46,9 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
 
     @inlinable @inline(__always)
     public mutating func popAvailable(into elements: UnsafeMutableBufferPointer<ChainElement>) throws(RingError) -> AvailableChain? {
-        if let v = violation { throw .broken(v) }
         if lastAvailIdx == availIdxSeen {
+            // Read once per avail-idx refresh, not per chain: breakQueue rewinds availIdxSeen to here.
+            if let v = violation { throw .broken(v) }
             // Acquire: the ring entry and descriptors are read only after the idx that publishes them.
             let idx = avail.loadAcquire16(at: 2)
             if idx == lastAvailIdx { return nil }
@@ -157,6 +158,7 @@ public struct SplitDeviceQueue<Memory: DeviceMemory>: ~Copyable, DeviceRing {
     @usableFromInline
     mutating func breakQueue(_ v: RingViolation) -> RingError {
         violation = v
+        availIdxSeen = lastAvailIdx  // the next pop takes the path that checks the violation
         return .broken(v)
     }
 

@@ -115,26 +115,29 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
                 i = next
             }
         }
-        return publish(head: head, last: last, descriptors: needed, writable: writableBytes)
+        return publish(head: head, next: nextDescriptor(after: last), descriptors: needed, writable: writableBytes)
     }
 
     @inlinable
     public mutating func add(_ element: BufferElement, deviceWritable: Bool, failure: inout RingError?) -> UInt16 {
-        if let v = violation { failure = .broken(v); return 0 }
-        guard numFree > 0 else { failure = .full; return 0 }
+        // A broken queue has no free descriptors (breakQueue), so the violation is read only on failure.
+        guard numFree > 0 else { failure = violation.map { .broken($0) } ?? .full; return 0 }
         let head = freeHead
+        let next = nextDescriptor(after: head)
         writeDescriptor(head, address: element.address, length: element.length,
-                        flags: deviceWritable ? DescriptorFlags.write : 0, next: nextDescriptor(after: head))
-        return publish(head: head, last: head, descriptors: 1, writable: deviceWritable ? element.length : 0)
+                        flags: deviceWritable ? DescriptorFlags.write : 0, next: next)
+        return publish(head: head, next: next, descriptors: 1, writable: deviceWritable ? element.length : 0)
     }
 
     /// Burst: one one-element buffer per element, published with a single avail-idx store.
     @inlinable
     public mutating func addBurst(_ elements: Span<BufferElement>, deviceWritable: Bool,
                                   tokens: UnsafeMutablePointer<UInt16>, failure: inout RingError?) -> Int {
-        if let v = violation { failure = .broken(v); return 0 }
         let n = min(elements.count, numFree)
-        guard n > 0 else { return 0 }
+        guard n > 0 else {
+            if let v = violation { failure = .broken(v) }
+            return 0
+        }
         let flags = deviceWritable ? DescriptorFlags.write : 0
         var head = freeHead
         var idx = availIdx
@@ -160,8 +163,8 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     }
 
     @inlinable @inline(__always)
-    mutating func publish(head: UInt16, last: UInt16, descriptors: Int, writable: UInt32) -> UInt16 {
-        freeHead = nextDescriptor(after: last)
+    mutating func publish(head: UInt16, next: UInt16, descriptors: Int, writable: UInt32) -> UInt16 {
+        freeHead = next
         numFree &-= descriptors
         slots[Int(head)].count = UInt16(truncatingIfNeeded: descriptors)
         slots[Int(head)].writable = writable
@@ -223,9 +226,10 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
 
     @inlinable @inline(__always)
     public mutating func takeUsed() -> UsedBuffer? {
-        if violation != nil { return nil }
         if batchPending { return retireBatchMember() }
         if lastUsedIdx == usedIdxSeen {
+            // Read once per used-idx refresh, not per buffer: breakQueue rewinds usedIdxSeen to here.
+            if violation != nil { return nil }
             // Acquire: used ring entries are read only after the idx that covers them.
             let idx = used.loadAcquire16(at: 2)
             if idx == lastUsedIdx { return nil }
@@ -237,7 +241,7 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
         let entry = used + (4 &+ Int(lastUsedIdx & mask) &* 8)
         let id = entry.loadLE(at: 0, as: UInt32.self)
         let length = entry.loadLE(at: 4, as: UInt32.self)
-        guard id < UInt32(queueSize) else { _ = breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)); return nil }
+        guard Int(id) < queueSize else { _ = breakQueue(.usedIDOutOfRange(id: id, queueSize: queueSize)); return nil }
         let head = UInt16(truncatingIfNeeded: id)
         let slot = slots[Int(head)]
         guard slot.count != 0 else { _ = breakQueue(.usedIDNotInFlight(id: id)); return nil }
@@ -308,6 +312,11 @@ public struct SplitDriverQueue: ~Copyable, DriverRing {
     @usableFromInline
     mutating func breakQueue(_ v: RingViolation) -> RingError {
         violation = v
+        // What keeps the checks off the per-buffer path: no descriptor is free to add, and the
+        // next takeUsed re-reads used idx, where the violation is checked.
+        numFree = 0
+        usedIdxSeen = lastUsedIdx
+        batchPending = false
         return .broken(v)
     }
 

@@ -24,7 +24,8 @@ struct RingBench: ParsableCommand {
     var layouts = "packed,packed-inorder,split,split-inorder"
     @Flag(name: .customLong("single-thread"), help: "One thread plays both sides in turn (for instruction counts under callgrind: tools/ring-callgrind).")
     var singleThread = false
-    @Option(help: "With --single-thread: which implementation runs, swift or c.") var side = "swift"
+    @Option(help: "With --single-thread: which implementation runs: swift, c (queue state in locals, which the compiler keeps in registers), or c-heap (state in heap structs behind pointers, as a driver keeps it).")
+    var side = "swift"
     @Option(help: "With --single-thread: buffers the driver adds per turn.") var burst = 32
     @Flag(name: .customLong("latency-probe"), help: "Only measure the core-to-core round trip (ns, CPUs 0 and 1; median of 5 x 200k bounces) and print it.")
     var latencyProbe = false
@@ -44,7 +45,7 @@ struct RingBench: ParsableCommand {
         }
         if let b = buffers, b < 1000 { throw ValidationError("--buffers must be at least 1000") }
         if let r = rounds, r < 1 { throw ValidationError("--rounds must be at least 1") }
-        guard side == "swift" || side == "c" else { throw ValidationError("--side must be swift or c") }
+        guard ["swift", "c", "c-heap"].contains(side) else { throw ValidationError("--side must be swift, c or c-heap") }
         guard (1...queueSize).contains(burst) else { throw ValidationError("--burst must be 1...queue size") }
     }
 
@@ -108,9 +109,12 @@ extension RingBench {
         let count = buffers ?? 1_000_000
         let wanted = Set(layouts.split(separator: ",").map(String.init))
         for v in Self.variants where wanted.contains(v.name) {
-            let got = side == "c"
-                ? rb_run_single(v.packed ? 1 : 0, v.inOrder ? 1 : 0, Int32(queueSize), count, Int32(burst))
-                : runSwiftSingle(packed: v.packed, inOrder: v.inOrder, queueSize: queueSize, buffers: count, burst: burst)
+            let (p, o, n, b) = (Int32(v.packed ? 1 : 0), Int32(v.inOrder ? 1 : 0), Int32(queueSize), Int32(burst))
+            let got = switch side {
+            case "c": rb_run_single(p, o, n, count, b)
+            case "c-heap": rb_run_single_heap(p, o, n, count, b)
+            default: runSwiftSingle(packed: v.packed, inOrder: v.inOrder, queueSize: queueSize, buffers: count, burst: burst)
+            }
             guard got == count else { throw RingBenchError.runFailed(v.name, swift: side == "swift", c: Double(got)) }
             print("single-thread \(v.name) \(side): \(got) buffers reaped, queue \(queueSize), burst \(burst)")
         }

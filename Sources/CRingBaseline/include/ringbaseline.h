@@ -11,6 +11,9 @@ double rb_run(int packed, int in_order, int queue_size, long buffers, int driver
 /* The same work in one thread, both sides in turn (bursts of `burst`): for instruction counts
  * (callgrind), which repeat exactly. Returns the buffers reaped, or a negative value on an error. */
 long rb_run_single(int packed, int in_order, int queue_size, long buffers, int burst);
+/* The same, with the queue state in heap structs reached through pointers and the popped chain
+ * kept (as a driver and a device have them), where rb_run_single's locals live in registers. */
+long rb_run_single_heap(int packed, int in_order, int queue_size, long buffers, int burst);
 
 /* Core-to-core round trip in ns: two threads pinned to cpu_a and cpu_b bounce one cache line
  * `rounds` times (what the benchmarks record next to each round). Negative on failure. */
